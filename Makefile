@@ -1,0 +1,59 @@
+# BionicMemory developer entry points. `make up` starts the embedded system,
+# `make test` installs what the tests need and runs them all.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+PROTO_OUT := services/common
+PROTOS := $(shell find proto -name '*.proto')
+PROTO_STAMP := $(PROTO_OUT)/bionic/.generated
+
+.PHONY: install proto up test test-all lint fmt bench clean
+
+install: $(STAMP) $(PROTO_STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and exactly, from the CPU wheel: nothing may pull a CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev,local-llm]'
+	touch $@
+
+# Typed stubs (.py, _grpc.py, .pyi) for every proto; generated, never committed.
+proto: $(PROTO_STAMP)
+
+$(PROTO_STAMP): $(PROTOS) $(STAMP)
+	rm -rf $(PROTO_OUT)/bionic
+	$(PY) -m grpc_tools.protoc -Iproto \
+		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) $(PROTOS)
+	find $(PROTO_OUT)/bionic -type d -exec touch {}/__init__.py \;
+	# re-register the editable install so it maps the freshly generated package
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+up: install
+	$(PY) -m bionic_launcher
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy services
+
+fmt: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install
+	$(PY) bench/embedder.py
+
+clean:
+	rm -rf $(VENV) $(PROTO_OUT)/bionic .pytest_cache .mypy_cache .ruff_cache

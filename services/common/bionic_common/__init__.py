@@ -1,0 +1,1 @@
+"""Code shared by every BionicMemory service: domain types, gRPC clients, service plumbing."""

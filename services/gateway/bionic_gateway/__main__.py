@@ -1,0 +1,25 @@
+"""Run the gateway: `python -m bionic_gateway`."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from bionic_common.logs import setup_logging
+from bionic_gateway.app import create_app
+from bionic_gateway.config import GatewaySettings
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    setup_logging("gateway", settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

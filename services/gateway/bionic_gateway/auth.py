@@ -1,0 +1,67 @@
+"""API keys to tenants. A raw key is never stored or logged: only its salted hash is."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+
+from bionic_gateway.config import GatewaySettings
+from bionic_gateway.errors import OpenAIError
+
+log = logging.getLogger(__name__)
+
+
+class TenantResolver:
+    """With configured keys only those are accepted; with none the gateway is open and
+    each distinct key (or no key) is its own tenant, named by a salted hash."""
+
+    def __init__(self, keys: dict[str, str], salt: str) -> None:
+        self._salt = salt.encode()
+        self._keys = [(self._digest(k), tenant) for k, tenant in keys.items()]
+        if not self._keys:
+            log.warning("no API keys configured: the gateway is open, one tenant per key")
+
+    def _digest(self, key: str) -> bytes:
+        return hmac.new(self._salt, key.encode(), hashlib.sha256).digest()
+
+    def tenant(self, authorization: str | None) -> str:
+        key = bearer_key(authorization)
+        digest = self._digest(key)
+        if not self._keys:
+            return "t_" + digest.hex()[:32]
+        found = None
+        for known, tenant in self._keys:  # look at every key: time does not depend on which
+            if hmac.compare_digest(known, digest):
+                found = tenant
+        if found is None:
+            raise OpenAIError(401, "invalid API key", code="invalid_api_key")
+        return found
+
+
+def bearer_key(authorization: str | None) -> str:
+    if not authorization:
+        return ""
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def load_salt(settings: GatewaySettings) -> str:
+    """The configured salt, else one generated once and kept next to the data."""
+    if settings.tenant_salt:
+        return settings.tenant_salt
+    path = settings.tenant_salt_file
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    salt = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(salt)
+    log.info("generated a tenant salt in %s", path)
+    return salt

@@ -1,0 +1,43 @@
+"""Gateway settings, from BIONIC_GATEWAY_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BIONIC_GATEWAY_")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    upstream_base_url: str = Field(
+        "http://127.0.0.1:8080/v1", description="Any OpenAI-compatible API, up to /v1"
+    )
+    upstream_api_key: str | None = Field(None, description="Key the gateway sends upstream")
+    upstream_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the upstream")
+    models: list[str] = Field(
+        default_factory=lambda: ["bionic"],
+        description="Model ids /v1/models lists when the upstream cannot be asked",
+    )
+    embedder_target: str = Field(
+        "127.0.0.1:50051", description="gRPC target of the embedders (comma list with ipv4:)"
+    )
+    memory_target: str = "127.0.0.1:50052"
+    broker_url: str = Field(
+        "sqla+sqlite:///data/broker.sqlite", description="Where replies are queued for the worker"
+    )
+    memory_deadline: float = Field(
+        2.0, gt=0, description="Seconds embed + recall may take before chat goes on without memory"
+    )
+    recall_limit: int = Field(0, ge=0, description="Memories per turn; 0 = the memory service's")
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='Accepted keys and their tenants, as JSON {"key": "tenant"}; empty = open',
+    )
+    tenant_salt: str | None = Field(None, description="Salt of tenant ids in open mode")
+    tenant_salt_file: str = Field(
+        "./data/tenant_salt", description="Where a generated salt is kept when none is set"
+    )
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body")
+    log_level: str = "INFO"

@@ -1,0 +1,50 @@
+"""Run the memory service: `python -m bionic_memory`."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from prometheus_client import start_http_server
+
+from bionic.memory.v1 import memory_pb2, memory_pb2_grpc
+from bionic_common.grpc_service import new_server, serve
+from bionic_common.logs import setup_logging
+from bionic_memory.config import MemorySettings
+from bionic_memory.service import MemoryService
+from bionic_memory.servicer import MemoryServicer
+from bionic_memory.store.base import MemoryStore
+from bionic_memory.store.edge import EdgeStore
+
+
+async def run(settings: MemorySettings) -> None:
+    store: MemoryStore = EdgeStore(settings.data_dir, settings.dimension)
+    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store")
+    server = new_server(settings.max_concurrent_rpcs)
+    memory_pb2_grpc.add_MemoryServiceServicer_to_server(
+        MemoryServicer(MemoryService(store, settings), executor), server
+    )
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host)
+
+    async def close() -> None:
+        executor.shutdown(wait=True)
+        store.close()
+
+    await serve(
+        server,
+        f"{settings.host}:{settings.port}",
+        [memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name],
+        settings.grace_seconds,
+        on_stop=close,
+    )
+
+
+def main() -> None:
+    settings = MemorySettings()
+    setup_logging("memory", settings.log_level)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

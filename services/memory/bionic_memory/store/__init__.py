@@ -1,0 +1,1 @@
+"""Storage backends of the memory service, behind one small interface."""

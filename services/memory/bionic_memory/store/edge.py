@@ -1,0 +1,126 @@
+"""The embedded backend: the Qdrant engine in-process (qdrant-edge-py) on a local folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import qdrant_edge as qe
+
+from bionic_memory.store.base import (
+    EXPIRES_FIELD,
+    KEYWORD_FIELDS,
+    TENANT_FIELD,
+    Point,
+    Where,
+)
+
+log = logging.getLogger(__name__)
+
+VECTOR = "dense"
+
+
+class EdgeStore:
+    """One edge shard for all tenants; every query filters on the tenant index."""
+
+    def __init__(self, path: str, dimension: int) -> None:
+        self.dimension = dimension
+        shard_dir = os.path.join(path, "shard")
+        config = qe.EdgeConfig(
+            vectors={VECTOR: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)}
+        )
+        if os.path.isdir(shard_dir) and os.listdir(shard_dir):
+            self._shard = qe.EdgeShard.load(shard_dir, config)
+            log.info(
+                "opened edge store at %s (%d points)", shard_dir, self._shard.info().points_count
+            )
+        else:
+            os.makedirs(shard_dir, exist_ok=True)
+            self._shard = qe.EdgeShard.create(shard_dir, config)
+            log.info("created edge store at %s", shard_dir)
+        self._ensure_indexes()
+
+    def _ensure_indexes(self) -> None:
+        existing = set(self._shard.info().payload_schema)
+        wanted: dict[str, Any] = {
+            TENANT_FIELD: qe.KeywordIndexParams(is_tenant=True),
+            EXPIRES_FIELD: qe.PayloadSchemaType.Float,
+            **dict.fromkeys(KEYWORD_FIELDS, qe.PayloadSchemaType.Keyword),
+        }
+        for name, schema in wanted.items():
+            if name not in existing:
+                self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
+
+    def upsert(self, points: Sequence[Point]) -> None:
+        if not points:
+            return
+        self._shard.update(
+            qe.UpdateOperation.upsert_points(
+                [qe.Point(p.id, {VECTOR: list(p.vector or ())}, p.payload) for p in points]
+            )
+        )
+
+    def retrieve(self, ids: Sequence[str], with_vector: bool = False) -> list[Point]:
+        if not ids:
+            return []
+        records = self._shard.retrieve(list(ids), with_payload=True, with_vector=with_vector)
+        return [_point(r) for r in records]
+
+    def search(
+        self, where: Where, vector: Sequence[float], limit: int, with_vector: bool = False
+    ) -> list[tuple[Point, float]]:
+        hits = self._shard.query(
+            qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(list(vector), using=VECTOR),
+                filter=_filter(where),
+                with_payload=True,
+                with_vector=with_vector,
+            )
+        )
+        return [(_point(h), h.score) for h in hits]
+
+    def scroll(
+        self, where: Where, limit: int, offset: str | None
+    ) -> tuple[list[Point], str | None]:
+        records, next_offset = self._shard.scroll(
+            qe.ScrollRequest(offset=offset, limit=limit, filter=_filter(where), with_payload=True)
+        )
+        return [_point(r) for r in records], None if next_offset is None else str(next_offset)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._shard.update(qe.UpdateOperation.delete_points(list(ids)))
+
+    def delete_where(self, where: Where) -> int:
+        filt = _filter(where)
+        count = self._shard.count(qe.CountRequest(filter=filt))
+        if count:
+            self._shard.update(qe.UpdateOperation.delete_points_by_filter(filt))
+        return count
+
+    def count(self, where: Where) -> int:
+        return self._shard.count(qe.CountRequest(filter=_filter(where)))
+
+    def close(self) -> None:
+        self._shard.flush()
+        self._shard.close()
+
+
+def _point(record: qe.Record | qe.ScoredPoint) -> Point:
+    vector = record.vector
+    dense = vector.get(VECTOR) if isinstance(vector, dict) else None
+    return Point(id=str(record.id), payload=dict(record.payload or {}), vector=dense)  # type: ignore[arg-type]
+
+
+def _filter(where: Where) -> qe.Filter:
+    must: list[Any] = []
+    for key, value in ((TENANT_FIELD, where.tenant), ("user", where.user), ("tier", where.tier)):
+        if value is not None:
+            must.append(qe.FieldCondition(key, match=qe.MatchValue(value)))
+    if where.expires_before is not None:
+        must.append(qe.FieldCondition(EXPIRES_FIELD, range=qe.RangeFloat(lt=where.expires_before)))
+    must_not: list[Any] = [qe.HasIdCondition(set(where.exclude_ids))] if where.exclude_ids else []
+    return qe.Filter(must=must or None, must_not=must_not or None)
