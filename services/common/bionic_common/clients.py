@@ -56,14 +56,16 @@ class EmbedderClient:
         self, texts: list[str], kind: EmbedKind, timeout: float | None = None
     ) -> Embeddings:
         reply = await self._stub.Embed(
-            epb.EmbedRequest(texts=texts, kind=KIND_TO_PB[kind]), timeout=timeout
+            epb.EmbedRequest(texts=texts, kind=KIND_TO_PB[kind]),
+            timeout=timeout,
+            wait_for_ready=True,
         )
         return Embeddings(
             vectors=[list(e.values) for e in reply.embeddings], tokens=reply.prompt_tokens
         )
 
     async def info(self, timeout: float | None = None) -> EmbedderInfo:
-        reply = await self._stub.Info(epb.InfoRequest(), timeout=timeout)
+        reply = await self._stub.Info(epb.InfoRequest(), timeout=timeout, wait_for_ready=True)
         return EmbedderInfo(
             model_id=reply.model_id,
             dimension=reply.dimension,
@@ -101,6 +103,7 @@ class MemoryClient:
                 dry_run=dry_run,
             ),
             timeout=timeout,
+            wait_for_ready=True,
         )
         return Recall(
             stored=memory_from_pb(reply.stored) if reply.HasField("stored") else None,
@@ -127,6 +130,7 @@ class MemoryClient:
                 idempotency_key=idempotency_key,
             ),
             timeout=timeout,
+            wait_for_ready=True,
         )
         return memory_from_pb(reply.memory), reply.created
 
@@ -146,6 +150,7 @@ class MemoryClient:
                 tier=TIER_TO_PB[tier] if tier else mpb.TIER_UNSPECIFIED,
             ),
             timeout=timeout,
+            wait_for_ready=True,
         )
         return [memory_from_pb(m) for m in reply.memories], reply.next_page_token
 

@@ -29,6 +29,10 @@ CHANNEL_OPTIONS = [
     ("grpc.lb_policy_name", "round_robin"),
     ("grpc.enable_retries", 1),
     ("grpc.keepalive_time_ms", 30_000),
+    # A restarted service is found again within a second or two, not after minutes.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
 

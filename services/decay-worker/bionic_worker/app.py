@@ -12,6 +12,7 @@ import grpc
 from celery import Celery, Task
 
 from bionic_common.clients import EmbedderClient, MemoryClient, is_unavailable
+from bionic_common.memory_types import Memory
 from bionic_common.tasks import REMEMBER_EXCHANGE, ExchangeMessage
 from bionic_worker import logic
 from bionic_worker.config import WorkerSettings
@@ -63,10 +64,12 @@ def create_app(settings: WorkerSettings) -> Celery:
     def backoff(retries: int) -> float:
         return float(min(2.0**retries, settings.retry_backoff_max))
 
-    @app.task(name=REMEMBER_EXCHANGE, bind=True, max_retries=settings.max_retries)
+    @app.task(  # type: ignore[untyped-decorator]
+        name=REMEMBER_EXCHANGE, bind=True, max_retries=settings.max_retries
+    )
     def remember_exchange(self: Task, message: ExchangeMessage) -> str:
         try:
-            memory = services.run(lambda s: logic.remember_exchange(s, message))
+            memory: Memory = services.run(lambda s: logic.remember_exchange(s, message))
         except grpc.aio.AioRpcError as exc:
             if not is_unavailable(exc):
                 raise

@@ -44,7 +44,7 @@ class EmbeddingModel:
 
     def __init__(self, settings: EmbedderSettings) -> None:
         path = resolve_model_path(settings.model)
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         if settings.model == BUNDLED_MODEL or os.path.isdir(path):

@@ -22,7 +22,7 @@ def memory_line(memory: Memory) -> str:
     return f"- [{when}] {memory.role.value}: {text}"
 
 
-def memory_message(memories: list[Memory]) -> dict[str, str] | None:
+def memory_message(memories: list[Memory]) -> dict[str, object] | None:
     if not memories:
         return None
     lines = "\n".join(memory_line(m) for m in memories)
