@@ -77,7 +77,7 @@ def test_same_content_reinforces_instead_of_duplicating(
     assert again.id == first.id
     assert again.created_at == first.created_at and again.updated_at == clock.now
     assert again.strength == pytest.approx(LONG_TERM.strength(1.0, first.updated_at, clock.now) + 1)
-    memories, _ = service.list(ALICE, 10, "", None)
+    memories, _ = service.list_page(ALICE, 10, "", None)
     assert len(memories) == 1
 
 
@@ -98,7 +98,7 @@ def test_scopes_never_see_each_other(service: MemoryService) -> None:
     assert [m.text for m in service.recall(MALLORY, "secret?", vec(0)).memories] == [
         "mallory's note"
     ]
-    assert [m.text for m in service.list(BOB, 10, "", None)[0]] == ["secret?"]
+    assert [m.text for m in service.list_page(BOB, 10, "", None)[0]] == ["secret?"]
 
 
 def test_list_pages_with_a_cursor_that_only_its_owner_can_use(service: MemoryService) -> None:
@@ -107,13 +107,13 @@ def test_list_pages_with_a_cursor_that_only_its_owner_can_use(service: MemorySer
     seen: list[str] = []
     token = ""
     while True:
-        page, token = service.list(ALICE, 3, token, None)
+        page, token = service.list_page(ALICE, 3, token, None)
         assert len(page) <= 3
         seen.extend(m.text for m in page)
         if not token:
             break
         with pytest.raises(InvalidArgument):
-            service.list(BOB, 3, token, None)
+            service.list_page(BOB, 3, token, None)
     assert sorted(seen) == [f"fact {i}" for i in range(7)]
 
 
@@ -121,7 +121,7 @@ def test_a_dry_run_recalls_without_storing(service: MemoryService) -> None:
     service.recall(ALICE, "tea", vec(0))
     preview = service.recall(ALICE, "tea?", vec(0), dry_run=True)
     assert preview.stored is None and [m.text for m in preview.memories] == ["tea"]
-    assert len(service.list(ALICE, 10, "", None)[0]) == 1
+    assert len(service.list_page(ALICE, 10, "", None)[0]) == 1
 
 
 @pytest.mark.parametrize(
@@ -141,12 +141,12 @@ def test_bad_input_is_refused_and_changes_nothing(
     service.recall(ALICE, "kept", vec(0))
     with pytest.raises(InvalidArgument, match=message):
         service.recall(scope, text, vector)
-    assert [m.text for m in service.list(ALICE, 10, "", None)[0]] == ["kept"]
+    assert [m.text for m in service.list_page(ALICE, 10, "", None)[0]] == ["kept"]
 
 
 def test_a_forged_page_token_is_refused(service: MemoryService) -> None:
     with pytest.raises(InvalidArgument):
-        service.list(ALICE, 3, "not-a-token", None)
+        service.list_page(ALICE, 3, "not-a-token", None)
 
 
 def test_memories_survive_reopening_the_store(tmp_path: Path, clock: Clock) -> None:
@@ -156,7 +156,7 @@ def test_memories_survive_reopening_the_store(tmp_path: Path, clock: Clock) -> N
     store.close()
     reopened = EdgeStore(str(tmp_path), DIM)
     try:
-        memories, _ = MemoryService(reopened, settings, clock).list(ALICE, 10, "", None)
+        memories, _ = MemoryService(reopened, settings, clock).list_page(ALICE, 10, "", None)
     finally:
         reopened.close()
     assert [m.text for m in memories] == ["persisted"]

@@ -68,7 +68,9 @@ def list_memories(settings: LauncherSettings, api_key: str, user: str) -> list[M
         token = ""
         try:
             while True:
-                page, token = await client.list(scope, page_size=100, page_token=token, timeout=5)
+                page, token = await client.list_page(
+                    scope, page_size=100, page_token=token, timeout=5
+                )
                 found.extend(page)
                 if not token:
                     return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,10 +17,24 @@ from bionic_common.memory_pb import (
     ROLE_TO_PB,
     TIER_TO_PB,
     dict_to_struct,
+    exported_from_pb,
+    exported_to_pb,
     memory_from_pb,
+    scope_from_pb,
     scope_to_pb,
+    tier_stats_from_pb,
 )
-from bionic_common.memory_types import Memory, Recall, Role, Scope, Tier
+from bionic_common.memory_types import (
+    Cluster,
+    Exported,
+    Memory,
+    Pruned,
+    Recall,
+    Role,
+    Scope,
+    Tier,
+    TierStats,
+)
 
 EmbedKind = Literal["query", "document"]
 KIND_TO_PB = {"query": epb.EMBED_KIND_QUERY, "document": epb.EMBED_KIND_DOCUMENT}
@@ -79,6 +94,8 @@ class EmbedderClient:
 
 
 class MemoryClient:
+    """Every call waits for a (re)connecting service up to its timeout."""
+
     def __init__(self, target: str) -> None:
         self._channel = new_channel(target)
         self._stub = mpb_grpc.MemoryServiceStub(self._channel)
@@ -91,6 +108,7 @@ class MemoryClient:
         limit: int = 0,
         metadata: dict[str, Any] | None = None,
         dry_run: bool = False,
+        now: float = 0.0,
         timeout: float | None = None,
     ) -> Recall:
         reply = await self._stub.Recall(
@@ -101,6 +119,7 @@ class MemoryClient:
                 limit=limit,
                 metadata=dict_to_struct(metadata or {}),
                 dry_run=dry_run,
+                now=now,
             ),
             timeout=timeout,
             wait_for_ready=True,
@@ -118,6 +137,8 @@ class MemoryClient:
         vector: list[float],
         metadata: dict[str, Any] | None = None,
         idempotency_key: str = "",
+        pinned: bool = False,
+        now: float = 0.0,
         timeout: float | None = None,
     ) -> tuple[Memory, bool]:
         reply = await self._stub.Remember(
@@ -128,13 +149,45 @@ class MemoryClient:
                 vector=vector,
                 metadata=dict_to_struct(metadata or {}),
                 idempotency_key=idempotency_key,
+                pinned=pinned,
+                now=now,
             ),
             timeout=timeout,
             wait_for_ready=True,
         )
         return memory_from_pb(reply.memory), reply.created
 
-    async def list(
+    async def search(
+        self,
+        scope: Scope,
+        vector: list[float],
+        limit: int = 0,
+        tier: Tier | None = None,
+        min_score: float = 0.0,
+        timeout: float | None = None,
+    ) -> list[Memory]:
+        reply = await self._stub.Search(
+            mpb.SearchRequest(
+                scope=scope_to_pb(scope),
+                vector=vector,
+                limit=limit,
+                tier=_tier(tier),
+                min_score=min_score,
+            ),
+            timeout=timeout,
+            wait_for_ready=True,
+        )
+        return [memory_from_pb(m) for m in reply.memories]
+
+    async def get(self, scope: Scope, memory_id: str, timeout: float | None = None) -> Memory:
+        reply = await self._stub.Get(
+            mpb.GetRequest(scope=scope_to_pb(scope), id=memory_id),
+            timeout=timeout,
+            wait_for_ready=True,
+        )
+        return memory_from_pb(reply)
+
+    async def list_page(
         self,
         scope: Scope,
         page_size: int = 0,
@@ -147,15 +200,167 @@ class MemoryClient:
                 scope=scope_to_pb(scope),
                 page_size=page_size,
                 page_token=page_token,
-                tier=TIER_TO_PB[tier] if tier else mpb.TIER_UNSPECIFIED,
+                tier=_tier(tier),
             ),
             timeout=timeout,
             wait_for_ready=True,
         )
         return [memory_from_pb(m) for m in reply.memories], reply.next_page_token
 
+    async def update(
+        self,
+        scope: Scope,
+        memory_id: str,
+        text: str | None = None,
+        vector: list[float] | None = None,
+        pinned: bool | None = None,
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Memory:
+        request = mpb.UpdateRequest(
+            scope=scope_to_pb(scope),
+            id=memory_id,
+            vector=vector or [],
+            metadata=dict_to_struct(metadata or {}),
+        )
+        if text is not None:
+            request.text = text
+        if pinned is not None:
+            request.pinned = pinned
+        reply = await self._stub.Update(request, timeout=timeout, wait_for_ready=True)
+        return memory_from_pb(reply)
+
+    async def set_summary(
+        self,
+        scope: Scope,
+        memory_id: str,
+        summary: str,
+        vector: list[float],
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Memory:
+        reply = await self._stub.SetSummary(
+            mpb.SetSummaryRequest(
+                scope=scope_to_pb(scope),
+                id=memory_id,
+                summary=summary,
+                vector=vector,
+                metadata=dict_to_struct(metadata or {}),
+            ),
+            timeout=timeout,
+            wait_for_ready=True,
+        )
+        return memory_from_pb(reply)
+
+    async def delete(self, scope: Scope, memory_id: str, timeout: float | None = None) -> bool:
+        reply = await self._stub.Delete(
+            mpb.DeleteRequest(scope=scope_to_pb(scope), id=memory_id),
+            timeout=timeout,
+            wait_for_ready=True,
+        )
+        return bool(reply.deleted)
+
+    async def forget_user(self, scope: Scope, timeout: float | None = None) -> int:
+        reply = await self._stub.ForgetUser(
+            mpb.ForgetUserRequest(scope=scope_to_pb(scope)), timeout=timeout, wait_for_ready=True
+        )
+        return int(reply.deleted)
+
+    async def export(self, scope: Scope, timeout: float | None = None) -> AsyncIterator[Exported]:
+        call = self._stub.Export(
+            mpb.ExportRequest(scope=scope_to_pb(scope)), timeout=timeout, wait_for_ready=True
+        )
+        async for item in call:
+            yield exported_from_pb(item)
+
+    async def import_(
+        self, scope: Scope, items: AsyncIterable[Exported], timeout: float | None = None
+    ) -> tuple[int, int]:
+        """Restore memories; returns (imported, skipped)."""
+
+        async def requests() -> AsyncIterator[mpb.ImportRequest]:
+            async for item in items:
+                yield mpb.ImportRequest(scope=scope_to_pb(scope), memory=exported_to_pb(item))
+
+        reply = await self._stub.Import(requests(), timeout=timeout, wait_for_ready=True)
+        return reply.imported, reply.skipped
+
+    async def stats(
+        self, scope: Scope, now: float = 0.0, timeout: float | None = None
+    ) -> list[TierStats]:
+        reply = await self._stub.Stats(
+            mpb.StatsRequest(scope=scope_to_pb(scope), now=now),
+            timeout=timeout,
+            wait_for_ready=True,
+        )
+        return [tier_stats_from_pb(t) for t in reply.tiers]
+
+    async def prune(
+        self, now: float = 0.0, tier: Tier | None = None, timeout: float | None = None
+    ) -> Pruned:
+        reply = await self._stub.Prune(
+            mpb.PruneRequest(now=now, tier=_tier(tier)), timeout=timeout, wait_for_ready=True
+        )
+        return Pruned(
+            forgotten_long_term=reply.forgotten_long_term,
+            forgotten_short_term=reply.forgotten_short_term,
+            archived=reply.archived,
+            forgotten_archive=reply.forgotten_archive,
+        )
+
+    async def list_scopes(
+        self, tenant: str = "", timeout: float | None = None
+    ) -> AsyncIterator[Scope]:
+        call = self._stub.ListScopes(
+            mpb.ListScopesRequest(tenant=tenant), timeout=timeout, wait_for_ready=True
+        )
+        async for item in call:
+            yield scope_from_pb(item)
+
+    async def scan_for_suppression(
+        self,
+        scope: Scope,
+        similarity_threshold: float = 0.0,
+        max_memories: int = 0,
+        timeout: float | None = None,
+    ) -> list[Cluster]:
+        reply = await self._stub.ScanForSuppression(
+            mpb.ScanRequest(
+                scope=scope_to_pb(scope),
+                similarity_threshold=similarity_threshold,
+                max_memories=max_memories,
+            ),
+            timeout=timeout,
+            wait_for_ready=True,
+        )
+        return [Cluster(c.representative_id, list(c.member_ids)) for c in reply.clusters]
+
+    async def merge(
+        self,
+        scope: Scope,
+        representative_id: str,
+        member_ids: list[str],
+        now: float = 0.0,
+        timeout: float | None = None,
+    ) -> Memory:
+        reply = await self._stub.Merge(
+            mpb.MergeRequest(
+                scope=scope_to_pb(scope),
+                representative_id=representative_id,
+                member_ids=member_ids,
+                now=now,
+            ),
+            timeout=timeout,
+            wait_for_ready=True,
+        )
+        return memory_from_pb(reply)
+
     async def close(self) -> None:
         await self._channel.close()
+
+
+def _tier(tier: Tier | None) -> mpb.Tier.ValueType:
+    return TIER_TO_PB[tier] if tier else mpb.TIER_UNSPECIFIED
 
 
 def is_unavailable(exc: grpc.aio.AioRpcError) -> bool:

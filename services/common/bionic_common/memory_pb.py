@@ -7,11 +7,15 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 
 from bionic.memory.v1 import memory_pb2 as pb
-from bionic_common.memory_types import Memory, Role, Scope, Tier
+from bionic_common.memory_types import Exported, Memory, Role, Scope, Tier, TierStats
 
 ROLE_TO_PB = {Role.USER: pb.ROLE_USER, Role.ASSISTANT: pb.ROLE_ASSISTANT}
 ROLE_FROM_PB = {v: k for k, v in ROLE_TO_PB.items()}
-TIER_TO_PB = {Tier.LONG_TERM: pb.TIER_LONG_TERM, Tier.SHORT_TERM: pb.TIER_SHORT_TERM}
+TIER_TO_PB = {
+    Tier.LONG_TERM: pb.TIER_LONG_TERM,
+    Tier.SHORT_TERM: pb.TIER_SHORT_TERM,
+    Tier.ARCHIVE: pb.TIER_ARCHIVE,
+}
 TIER_FROM_PB = {v: k for k, v in TIER_TO_PB.items()}
 
 
@@ -46,6 +50,10 @@ def memory_to_pb(memory: Memory) -> pb.Memory:
         current_strength=memory.current_strength,
         score=memory.score,
         metadata=dict_to_struct(memory.metadata),
+        pinned=memory.pinned,
+        expires_at=memory.expires_at or 0.0,
+        summary=memory.summary,
+        source_ids=memory.source_ids,
     )
 
 
@@ -62,4 +70,42 @@ def memory_from_pb(msg: pb.Memory) -> Memory:
         current_strength=msg.current_strength,
         score=msg.score,
         metadata=struct_to_dict(msg.metadata),
+        pinned=msg.pinned,
+        expires_at=msg.expires_at or None,
+        summary=msg.summary,
+        source_ids=list(msg.source_ids),
+    )
+
+
+def exported_to_pb(item: Exported) -> pb.ExportedMemory:
+    return pb.ExportedMemory(memory=memory_to_pb(item.memory), vector=item.vector)
+
+
+def exported_from_pb(msg: pb.ExportedMemory) -> Exported:
+    return Exported(memory=memory_from_pb(msg.memory), vector=list(msg.vector))
+
+
+def tier_stats_to_pb(stats: TierStats) -> pb.TierStats:
+    return pb.TierStats(
+        tier=TIER_TO_PB[stats.tier],
+        count=stats.count,
+        pinned=stats.pinned,
+        strength_p10=stats.strength_p10,
+        strength_p50=stats.strength_p50,
+        strength_p90=stats.strength_p90,
+        strength_max=stats.strength_max,
+        next_expiries=stats.next_expiries,
+    )
+
+
+def tier_stats_from_pb(msg: pb.TierStats) -> TierStats:
+    return TierStats(
+        tier=TIER_FROM_PB[msg.tier],
+        count=msg.count,
+        pinned=msg.pinned,
+        strength_p10=msg.strength_p10,
+        strength_p50=msg.strength_p50,
+        strength_p90=msg.strength_p90,
+        strength_max=msg.strength_max,
+        next_expiries=list(msg.next_expiries),
     )

@@ -15,6 +15,7 @@ class Role(enum.StrEnum):
 class Tier(enum.StrEnum):
     LONG_TERM = "ltm"
     SHORT_TERM = "stm"
+    ARCHIVE = "archive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,44 @@ class Memory:
     current_strength: float = 0.0
     score: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    pinned: bool = False
+    expires_at: float | None = None  # None: never (pinned)
+    summary: str = ""  # the embedded document of a long memory
+    source_ids: list[str] = field(default_factory=list)  # memories merged into this one
+
+
+@dataclass(slots=True)
+class Exported:
+    """A memory with its vector, as Export streams it and Import takes it."""
+
+    memory: Memory
+    vector: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class TierStats:
+    tier: Tier
+    count: int
+    pinned: int
+    strength_p10: float
+    strength_p50: float
+    strength_p90: float
+    strength_max: float
+    next_expiries: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    forgotten_long_term: int
+    forgotten_short_term: int
+    archived: int
+    forgotten_archive: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    representative_id: str
+    member_ids: list[str]
 
 
 @dataclass(slots=True)

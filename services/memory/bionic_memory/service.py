@@ -98,7 +98,7 @@ class MemoryService:
             self._clock(),
         )
 
-    def list(
+    def list_page(
         self, scope: Scope, page_size: int, page_token: str, tier: Tier | None
     ) -> tuple[list[Memory], str]:
         """A page of the scope's memories in a stable order, and the next page's token."""

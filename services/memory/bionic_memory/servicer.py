@@ -81,7 +81,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     ) -> pb.ListResponse:
         memories, token = await self._call(
             context,
-            lambda: self._service.list(
+            lambda: self._service.list_page(
                 scope_from_pb(request.scope),
                 request.page_size,
                 request.page_token,
