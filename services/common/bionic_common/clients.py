@@ -139,6 +139,7 @@ class MemoryClient:
         idempotency_key: str = "",
         pinned: bool = False,
         now: float = 0.0,
+        reinforce_related: bool = False,
         timeout: float | None = None,
     ) -> tuple[Memory, bool]:
         reply = await self._stub.Remember(
@@ -151,6 +152,7 @@ class MemoryClient:
                 idempotency_key=idempotency_key,
                 pinned=pinned,
                 now=now,
+                reinforce_related=reinforce_related,
             ),
             timeout=timeout,
             wait_for_ready=True,
