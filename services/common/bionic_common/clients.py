@@ -166,6 +166,7 @@ class MemoryClient:
         limit: int = 0,
         tier: Tier | None = None,
         min_score: float = 0.0,
+        now: float = 0.0,
         timeout: float | None = None,
     ) -> list[Memory]:
         reply = await self._stub.Search(
@@ -175,6 +176,7 @@ class MemoryClient:
                 limit=limit,
                 tier=_tier(tier),
                 min_score=min_score,
+                now=now,
             ),
             timeout=timeout,
             wait_for_ready=True,
@@ -217,6 +219,7 @@ class MemoryClient:
         vector: list[float] | None = None,
         pinned: bool | None = None,
         metadata: dict[str, Any] | None = None,
+        now: float = 0.0,
         timeout: float | None = None,
     ) -> Memory:
         request = mpb.UpdateRequest(
@@ -224,6 +227,7 @@ class MemoryClient:
             id=memory_id,
             vector=vector or [],
             metadata=dict_to_struct(metadata or {}),
+            now=now,
         )
         if text is not None:
             request.text = text

@@ -15,11 +15,23 @@ from bionic_memory.service import MemoryService
 from bionic_memory.servicer import MemoryServicer
 from bionic_memory.store.base import MemoryStore
 from bionic_memory.store.edge import EdgeStore
+from bionic_memory.store.qdrant import QdrantStore
+
+
+def open_store(settings: MemorySettings) -> MemoryStore:
+    if settings.backend == "qdrant":
+        return QdrantStore.connect(
+            settings.qdrant_url,
+            settings.qdrant_collection,
+            settings.dimension,
+            api_key=settings.qdrant_api_key,
+        )
+    return EdgeStore(settings.data_dir, settings.dimension)
 
 
 async def run(settings: MemorySettings) -> None:
-    store: MemoryStore = EdgeStore(settings.data_dir, settings.dimension)
-    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store")
+    store = open_store(settings)
+    executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
     server = new_server(settings.max_concurrent_rpcs)
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(
         MemoryServicer(MemoryService(store, settings), executor), server

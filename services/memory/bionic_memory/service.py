@@ -1,30 +1,63 @@
-"""The memory logic: store, reinforce and recall, on any `MemoryStore`."""
+"""The memory logic: store, reinforce, recall, forget and manage, on any `MemoryStore`.
+
+Every operation takes the scope it acts in and never reads or changes another scope's
+memories. Every operation that depends on time takes `now` (0: the service's clock), so
+history can be replayed on its own clock.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
-import math
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bionic_common.memory_types import Memory, Recall, Role, Scope, Tier
-from bionic_memory.config import MemorySettings
-from bionic_memory.decay import LONG_TERM, SHORT_TERM, Cooling
-from bionic_memory.store.base import MemoryStore, Point, Where
+import numpy as np
 
-ID_NAMESPACE = uuid.UUID("6f1c2a57-3b0e-4c5e-9a51-bd0f8f1f6a10")
+from bionic_common.memory_types import (
+    Cluster,
+    Exported,
+    Memory,
+    Pruned,
+    Recall,
+    Role,
+    Scope,
+    Tier,
+    TierStats,
+)
+from bionic_memory.clusters import near_duplicate_groups
+from bionic_memory.config import MemorySettings
+from bionic_memory.decay import Cooling
+from bionic_memory.errors import InvalidArgument, NotFound
+from bionic_memory.recall import (
+    Candidate,
+    RecallParams,
+    recall_selection,
+    reinforcement_shares,
+)
+from bionic_memory.records import (
+    NEVER,
+    content_hash,
+    decode_page_token,
+    encode_page_token,
+    is_memory_id,
+    new_id,
+    rehomed_id,
+    scope_key,
+    short_term_id,
+)
+from bionic_memory.store.base import MemoryStore, Point, Where
+from bionic_memory.validation import Validator
+
 MAX_OP_KEYS = 32  # idempotency keys remembered per memory
 LOCK_STRIPES = 64
-
-
-class InvalidArgument(ValueError):
-    """The request cannot be served as asked; nothing was changed."""
+SCAN_PAGE = 1000
+EXPORT_PAGE = 256
+NEXT_EXPIRIES = 5
+MAX_FACET = 1_000_000
+# Payload fields that are the store's business, not part of an exported memory.
+INTERNAL_FIELDS = ("op_keys",)
 
 
 class MemoryService:
@@ -37,11 +70,26 @@ class MemoryService:
         self._store = store
         self._settings = settings
         self._clock = clock
-        self._cooling = {Tier.LONG_TERM: LONG_TERM, Tier.SHORT_TERM: SHORT_TERM}
+        self._check = Validator(settings)
+        long_term = Cooling.from_curve_point(settings.long_term_delay, settings.long_term_retention)
+        # Archived memories keep cooling at the long-term rate.
+        self._cooling = {
+            Tier.LONG_TERM: long_term,
+            Tier.SHORT_TERM: Cooling.from_curve_point(
+                settings.short_term_delay, settings.short_term_retention
+            ),
+            Tier.ARCHIVE: long_term,
+        }
+        self._params = RecallParams(
+            limit=settings.recall_limit,
+            retrieval_multiplier=settings.retrieval_multiplier,
+            cluster_multiplier=settings.cluster_multiplier,
+            temperature=settings.reinforcement_temperature,
+        )
         # Read-modify-write of one scope's memories is serialised; scopes run in parallel.
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
-    # --- public operations -------------------------------------------------------------
+    # --- the chat path -----------------------------------------------------------------
 
     def recall(
         self,
@@ -51,28 +99,95 @@ class MemoryService:
         limit: int = 0,
         metadata: dict[str, Any] | None = None,
         dry_run: bool = False,
+        now: float = 0.0,
     ) -> Recall:
-        """Store the user's message (unless a dry run), then recall what relates to it."""
-        self._check_scope(scope)
-        self._check_text(text)
-        self._check_vector(vector)
-        limit = self._check_limit(limit)
-        now = self._clock()
-        stored = None
-        if not dry_run:
-            stored, _ = self._write(
-                scope, Role.USER, Tier.LONG_TERM, text, vector, metadata or {}, "", now
-            )
-        where = Where(
-            tenant=scope.tenant,
-            user=scope.user,
-            tier=Tier.LONG_TERM.value,
-            exclude_ids=(stored.id,) if stored else (),
+        """Store the user's message (unless a dry run), then recall what relates to it:
+        long-term hits are reinforced and promoted into short-term memory, and short-term
+        memory is searched with cluster suppression."""
+        self._check.scope(scope)
+        self._check.text(text)
+        self._check.vector(vector)
+        self._check.metadata(metadata or {})
+        limit = self._check.limit(
+            limit, self._settings.recall_limit, self._settings.max_recall_limit
         )
-        hits = self._store.search(where, vector, limit)
-        memories = [self._memory(p, now, score) for p, score in hits]
-        memories.sort(key=lambda m: m.created_at)
+        params = RecallParams(
+            limit=limit,
+            retrieval_multiplier=self._params.retrieval_multiplier,
+            cluster_multiplier=self._params.cluster_multiplier,
+            temperature=self._params.temperature,
+        )
+        now = self._now(now)
+        with self._lock(scope):
+            stored = None
+            if not dry_run:
+                stored, _ = self._write(
+                    scope, Role.USER, text, vector, metadata or {}, "", False, now
+                )
+            hits = self._store.search(
+                self._where(
+                    scope,
+                    Tier.LONG_TERM,
+                    alive_at=now,
+                    exclude_ids=(stored.id,) if stored else (),
+                ),
+                vector,
+                params.long_term_candidates,
+                with_vector=True,
+            )
+            short_term = self._store.search(
+                self._where(scope, Tier.SHORT_TERM, alive_at=now),
+                vector,
+                params.short_term_candidates,
+                with_vector=True,
+            )
+            promoted = self._promote(hits, params, now, write=not dry_run)
+        scored = {p.id: (p, s) for p, s in short_term}
+        scored.update((p.id, (p, s)) for p, s in promoted)
+        candidates = [
+            Candidate(
+                item=point,
+                vector=np.asarray(point.vector, dtype=np.float32),
+                score=score,
+                strength=self._current(point.payload, now),
+                created_at=point.payload["created_at"],
+            )
+            for point, score in scored.values()
+        ]
+        chosen = recall_selection(candidates, params)
+        memories = [self._memory(c.item, now, c.score, strength=c.strength) for c in chosen]
         return Recall(stored=stored, memories=memories)
+
+    def _promote(
+        self, hits: list[tuple[Point, float]], params: RecallParams, now: float, write: bool
+    ) -> list[tuple[Point, float]]:
+        """Reinforce long-term hits by their share of relevance and copy them into
+        short-term memory (reinforcing copies already there). Returns the short-term
+        copies as they are (or, on a dry run, would be) after the turn."""
+        shares = reinforcement_shares([score for _, score in hits], params.temperature)
+        copy_ids = [short_term_id(point.id) for point, _ in hits]
+        existing = {p.id: p for p in self._store.retrieve(copy_ids)}
+        promoted = []
+        for (hit, score), share, copy_id in zip(hits, shares, copy_ids, strict=True):
+            copy = existing.get(copy_id)
+            if copy is not None and copy.payload["expires_at"] >= now:
+                fields = self._reinforced(copy.payload, share, now)
+                after = Point(copy_id, {**copy.payload, **fields}, hit.vector)
+                if write:
+                    self._store.set_payload(copy_id, fields)
+            else:
+                payload = {
+                    key: value for key, value in hit.payload.items() if key not in INTERNAL_FIELDS
+                }
+                payload.update(tier=Tier.SHORT_TERM.value, strength=1.0, updated_at=now)
+                payload["expires_at"] = self._expiry(payload)
+                after = Point(copy_id, payload, hit.vector)
+                if write:
+                    self._store.upsert([after])
+            if write:
+                self._store.set_payload(hit.id, self._reinforced(hit.payload, share, now))
+            promoted.append((after, score))
+        return promoted
 
     def remember(
         self,
@@ -82,182 +197,489 @@ class MemoryService:
         vector: Sequence[float],
         metadata: dict[str, Any] | None = None,
         idempotency_key: str = "",
+        pinned: bool = False,
+        now: float = 0.0,
     ) -> tuple[Memory, bool]:
         """Store one memory in long-term memory; same content reinforces the existing one."""
-        self._check_scope(scope)
-        self._check_text(text)
-        self._check_vector(vector)
-        return self._write(
-            scope,
-            role,
-            Tier.LONG_TERM,
-            text,
-            vector,
-            metadata or {},
-            idempotency_key,
-            self._clock(),
-        )
-
-    def list_page(
-        self, scope: Scope, page_size: int, page_token: str, tier: Tier | None
-    ) -> tuple[list[Memory], str]:
-        """A page of the scope's memories in a stable order, and the next page's token."""
-        self._check_scope(scope)
-        size = min(page_size or 50, self._settings.max_page_size)
-        offset = self._decode_token(scope, page_token) if page_token else None
-        where = Where(tenant=scope.tenant, user=scope.user, tier=tier.value if tier else None)
-        points, next_offset = self._store.scroll(where, size, offset)
-        now = self._clock()
-        token = self._encode_token(scope, next_offset) if next_offset else ""
-        return [self._memory(p, now) for p in points], token
-
-    # --- writing -----------------------------------------------------------------------
+        self._check.scope(scope)
+        self._check.text(text)
+        self._check.vector(vector)
+        self._check.metadata(metadata or {})
+        now = self._now(now)
+        with self._lock(scope):
+            return self._write(
+                scope, role, text, vector, metadata or {}, idempotency_key, pinned, now
+            )
 
     def _write(
         self,
         scope: Scope,
         role: Role,
-        tier: Tier,
         text: str,
         vector: Sequence[float],
         metadata: dict[str, Any],
         key: str,
+        pinned: bool,
         now: float,
     ) -> tuple[Memory, bool]:
+        """Store or reinforce; the caller holds the scope's lock."""
         digest = content_hash(text)
-        point_id = memory_id(scope, role, tier, digest)
-        cooling = self._cooling[tier]
-        with self._lock(scope):
-            found = self._store.retrieve([point_id])
-            if found:
-                payload = found[0].payload
-                keys: list[str] = list(payload.get("op_keys", []))
-                if key and key in keys:
-                    return self._memory(found[0], now), False
-                strength = cooling.reinforce(payload["strength"], payload["updated_at"], now)
-                payload.update(
-                    strength=strength,
-                    updated_at=now,
-                    metadata={**payload.get("metadata", {}), **metadata},
-                )
-                created = False
-            else:
-                keys = []
-                strength = 1.0
-                payload = {
-                    "tenant": scope.tenant,
-                    "user": scope.user,
-                    "role": role.value,
-                    "tier": tier.value,
-                    "text": text,
-                    "content_hash": digest,
-                    "created_at": now,
-                    "updated_at": now,
-                    "strength": strength,
-                    "pinned": False,
-                    "metadata": metadata,
-                }
-                created = True
+        same, _ = self._store.scroll(
+            Where(
+                tenant=scope.tenant,
+                user=scope.user,
+                tier=Tier.LONG_TERM.value,
+                role=role.value,
+                content_hash=digest,
+            ),
+            1,
+            None,
+        )
+        if same:
+            point = same[0]
+            keys: list[str] = list(point.payload.get("op_keys", []))
+            if key and key in keys:
+                return self._memory(point, now), False
+            fields: dict[str, Any] = {
+                "metadata": {**point.payload.get("metadata", {}), **metadata},
+                "pinned": point.payload["pinned"] or pinned,
+            }
             if key:
-                payload["op_keys"] = [*keys, key][-MAX_OP_KEYS:]
-            _set_expiry(payload, cooling)
-            point = Point(id=point_id, payload=payload, vector=list(vector))
-            self._store.upsert([point])
-        return self._memory(point, now), created
+                fields["op_keys"] = [*keys, key][-MAX_OP_KEYS:]
+            fields.update(self._reinforced({**point.payload, **fields}, 1.0, now))
+            self._store.set_payload(point.id, fields)
+            point.payload.update(fields)
+            return self._memory(point, now), False
+        payload: dict[str, Any] = {
+            "tenant": scope.tenant,
+            "user": scope.user,
+            "role": role.value,
+            "tier": Tier.LONG_TERM.value,
+            "text": text,
+            "summary": "",
+            "content_hash": digest,
+            "created_at": now,
+            "updated_at": now,
+            "strength": 1.0,
+            "pinned": pinned,
+            "metadata": metadata,
+            "source_ids": [],
+        }
+        if key:
+            payload["op_keys"] = [key]
+        payload["expires_at"] = self._expiry(payload)
+        point = Point(id=new_id(), payload=payload, vector=list(vector))
+        self._store.upsert([point])
+        return self._memory(point, now), True
+
+    # --- reading -----------------------------------------------------------------------
+
+    def search(
+        self,
+        scope: Scope,
+        vector: Sequence[float],
+        limit: int = 0,
+        tier: Tier | None = None,
+        min_score: float = 0.0,
+        now: float = 0.0,
+    ) -> list[Memory]:
+        """The memories nearest `vector` that are still remembered, best first."""
+        self._check.scope(scope)
+        self._check.vector(vector)
+        limit = self._check.limit(limit, self._settings.recall_limit, self._settings.max_page_size)
+        now = self._now(now)
+        hits = self._store.search(
+            self._where(scope, tier or Tier.LONG_TERM, alive_at=now), vector, limit
+        )
+        return [self._memory(p, now, score) for p, score in hits if score >= min_score]
+
+    def get(self, scope: Scope, memory_id: str, now: float = 0.0) -> Memory:
+        self._check.scope(scope)
+        self._check.memory_id(memory_id)
+        return self._memory(self._owned(scope, memory_id), self._now(now))
+
+    def list_page(
+        self,
+        scope: Scope,
+        page_size: int,
+        page_token: str,
+        tier: Tier | None,
+        now: float = 0.0,
+    ) -> tuple[list[Memory], str]:
+        """A page of the scope's memories in a stable order, and the next page's token."""
+        self._check.scope(scope)
+        size = self._check.limit(page_size, 50, self._settings.max_page_size)
+        offset = decode_page_token(scope, page_token) if page_token else None
+        points, next_offset = self._store.scroll(self._where(scope, tier), size, offset)
+        now = self._now(now)
+        token = encode_page_token(scope, next_offset) if next_offset else ""
+        return [self._memory(p, now) for p in points], token
+
+    def stats(self, scope: Scope, now: float = 0.0) -> list[TierStats]:
+        """Per tier: counts, current strength quantiles and the soonest expiries."""
+        self._check.scope(scope)
+        now = self._now(now)
+        strengths: dict[Tier, list[float]] = {tier: [] for tier in Tier}
+        pinned = dict.fromkeys(Tier, 0)
+        expiries: dict[Tier, list[float]] = {tier: [] for tier in Tier}
+        for point in self._scan(self._where(scope, None), with_vector=False):
+            tier = Tier(point.payload["tier"])
+            strengths[tier].append(self._current(point.payload, now))
+            if point.payload["pinned"]:
+                pinned[tier] += 1
+            elif point.payload["expires_at"] >= now:
+                expiries[tier].append(point.payload["expires_at"])
+        result = []
+        for tier in Tier:
+            values = np.asarray(strengths[tier] or [0.0])
+            p10, p50, p90 = np.quantile(values, [0.1, 0.5, 0.9]).tolist()
+            result.append(
+                TierStats(
+                    tier=tier,
+                    count=len(strengths[tier]),
+                    pinned=pinned[tier],
+                    strength_p10=p10,
+                    strength_p50=p50,
+                    strength_p90=p90,
+                    strength_max=float(values.max()),
+                    next_expiries=sorted(expiries[tier])[:NEXT_EXPIRIES],
+                )
+            )
+        return result
+
+    # --- editing -----------------------------------------------------------------------
+
+    def update(
+        self,
+        scope: Scope,
+        memory_id: str,
+        text: str | None = None,
+        vector: Sequence[float] | None = None,
+        pinned: bool | None = None,
+        metadata: dict[str, Any] | None = None,
+        now: float = 0.0,
+    ) -> Memory:
+        """Edit the text (with its new vector), pin or unpin, merge metadata (a None value
+        removes a key). A pinned memory neither cools nor expires; unpinning starts it
+        cooling from its strength at that moment."""
+        self._check.scope(scope)
+        self._check.memory_id(memory_id)
+        if text is not None:
+            self._check.text(text)
+            if not vector:
+                raise InvalidArgument("a new text needs its new vector")
+            self._check.vector(vector)
+        elif vector:
+            raise InvalidArgument("a vector can only be changed together with the text")
+        self._check.metadata(metadata or {})
+        now = self._now(now)
+        with self._lock(scope):
+            point = self._owned(scope, memory_id)
+            payload = point.payload
+            if pinned is not None and pinned != payload["pinned"]:
+                payload.update(strength=self._current(payload, now), updated_at=now, pinned=pinned)
+            if metadata:
+                payload["metadata"] = _merged(payload.get("metadata", {}), metadata)
+            if text is not None and vector:
+                payload.update(text=text, content_hash=content_hash(text), summary="")
+                payload["expires_at"] = self._expiry(payload)
+                self._store.upsert([Point(memory_id, payload, list(vector))])
+                self._drop_short_term_copy(payload, memory_id)
+            else:
+                payload["expires_at"] = self._expiry(payload)
+                self._store.set_payload(memory_id, payload)
+        return self._memory(point, now)
+
+    def set_summary(
+        self,
+        scope: Scope,
+        memory_id: str,
+        summary: str,
+        vector: Sequence[float],
+        metadata: dict[str, Any] | None = None,
+        now: float = 0.0,
+    ) -> Memory:
+        """The summary becomes what recall matches against; the full text stays."""
+        self._check.scope(scope)
+        self._check.memory_id(memory_id)
+        self._check.text(summary, "summary")
+        self._check.vector(vector)
+        self._check.metadata(metadata or {})
+        with self._lock(scope):
+            point = self._owned(scope, memory_id)
+            point.payload["summary"] = summary
+            point.payload["metadata"] = _merged(point.payload.get("metadata", {}), metadata or {})
+            self._store.upsert([Point(memory_id, point.payload, list(vector))])
+            self._drop_short_term_copy(point.payload, memory_id)
+        return self._memory(point, self._now(now))
+
+    def delete(self, scope: Scope, memory_id: str) -> bool:
+        """Delete a memory (a long-term memory takes its short-term copy with it)."""
+        self._check.scope(scope)
+        self._check.memory_id(memory_id)
+        with self._lock(scope):
+            try:
+                point = self._owned(scope, memory_id)
+            except NotFound:
+                return False
+            self._store.delete([memory_id])
+            self._drop_short_term_copy(point.payload, memory_id)
+        return True
+
+    def forget_user(self, scope: Scope) -> int:
+        """Delete every memory of the scope, every tier."""
+        self._check.scope(scope)
+        with self._lock(scope):
+            return self._store.delete_where(self._where(scope, None))
+
+    def _drop_short_term_copy(self, payload: dict[str, Any], memory_id: str) -> None:
+        if payload["tier"] == Tier.LONG_TERM.value:
+            self._store.delete([short_term_id(memory_id)])
+
+    # --- export and import -------------------------------------------------------------
+
+    def export_page(
+        self, scope: Scope, offset: str | None, now: float = 0.0
+    ) -> tuple[list[Exported], str | None]:
+        """A page of the scope's memories with their vectors, and the next page's offset."""
+        self._check.scope(scope)
+        points, next_offset = self._store.scroll(
+            self._where(scope, None), EXPORT_PAGE, offset, with_vector=True
+        )
+        now = self._now(now)
+        return [Exported(self._memory(p, now), list(p.vector or ())) for p in points], next_offset
+
+    def import_batch(self, scope: Scope, items: Sequence[Exported]) -> tuple[int, int]:
+        """Restore memories into `scope`, keeping ids, times, strengths and metadata.
+
+        A memory whose id the scope already holds is skipped (so an import can be
+        repeated); one whose id another scope holds gets an id of its own. Returns
+        (imported, skipped). The whole batch is checked before any of it is written.
+        """
+        self._check.scope(scope)
+        for index, item in enumerate(items):
+            try:
+                self._check_exported(item)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"import item {index}: {exc}") from exc
+        with self._lock(scope):
+            wanted = [m.memory.id if is_memory_id(m.memory.id) else new_id() for m in items]
+            owners = {p.id: p.payload for p in self._store.retrieve(wanted)}
+            ids = [
+                rehomed_id(scope, i) if i in owners and not self._owns(scope, owners[i]) else i
+                for i in wanted
+            ]
+            owners.update((p.id, p.payload) for p in self._store.retrieve(ids))
+            points = {}
+            for memory_id, item in zip(ids, items, strict=True):
+                if memory_id not in owners:
+                    points[memory_id] = Point(
+                        memory_id, self._imported_payload(scope, item.memory), list(item.vector)
+                    )
+            self._store.upsert(list(points.values()))
+        return len(points), len(items) - len(points)
+
+    def _check_exported(self, item: Exported) -> None:
+        memory = item.memory
+        self._check.text(memory.text)
+        self._check.vector(item.vector)
+        self._check.metadata(memory.metadata)
+        self._check.instant(memory.created_at, "created_at")
+        self._check.instant(memory.updated_at, "updated_at")
+        if not 0 <= memory.strength < float("inf"):
+            raise InvalidArgument("strength must be a finite, non-negative number")
+
+    def _imported_payload(self, scope: Scope, memory: Memory) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "tenant": scope.tenant,
+            "user": scope.user,
+            "role": memory.role.value,
+            "tier": memory.tier.value,
+            "text": memory.text,
+            "summary": memory.summary,
+            "content_hash": content_hash(memory.text),
+            "created_at": memory.created_at,
+            "updated_at": memory.updated_at,
+            "strength": memory.strength,
+            "pinned": memory.pinned,
+            "metadata": memory.metadata,
+            "source_ids": list(memory.source_ids),
+        }
+        payload["expires_at"] = self._expiry(payload)
+        return payload
+
+    # --- the worker's operations ---------------------------------------------------------
+
+    def prune(self, now: float = 0.0, tier: Tier | None = None) -> Pruned:
+        """Forget every memory whose strength fell under its tier's threshold by `now`:
+        one filtered delete per tier on the indexed expires_at."""
+        now = self._now(now)
+        forgotten = {
+            t: self._store.delete_where(Where(tier=t.value, expires_before=now))
+            for t in ([tier] if tier else list(Tier))
+        }
+        return Pruned(
+            forgotten_long_term=forgotten.get(Tier.LONG_TERM, 0),
+            forgotten_short_term=forgotten.get(Tier.SHORT_TERM, 0),
+            archived=0,
+            forgotten_archive=forgotten.get(Tier.ARCHIVE, 0),
+        )
+
+    def list_scopes(self, tenant: str = "") -> list[Scope]:
+        """Every scope that holds memories (of one tenant, if given)."""
+        tenants = (
+            [tenant] if tenant else [t for t, _ in self._store.facet("tenant", Where(), MAX_FACET)]
+        )
+        return [
+            Scope(t, user)
+            for t in tenants
+            for user, _ in self._store.facet("user", Where(tenant=t), MAX_FACET)
+        ]
+
+    def scan_for_suppression(
+        self, scope: Scope, similarity_threshold: float = 0.0, max_memories: int = 0
+    ) -> tuple[list[Cluster], int]:
+        """Clusters of near-duplicate long-term memories among the newest `max_memories`,
+        each led by its strongest member; and how many memories were scanned."""
+        self._check.scope(scope)
+        if not 0 <= similarity_threshold <= 1:
+            raise InvalidArgument("similarity_threshold must be within [0, 1]")
+        threshold = similarity_threshold or self._settings.duplicate_similarity
+        limit = max_memories or self._settings.max_scan_memories
+        points = sorted(
+            self._scan(self._where(scope, Tier.LONG_TERM), with_vector=True),
+            key=lambda p: p.payload["created_at"],
+            reverse=True,
+        )[:limit]
+        if len(points) < 2:
+            return [], len(points)
+        now = self._clock()
+        order = sorted(
+            range(len(points)), key=lambda i: self._current(points[i].payload, now), reverse=True
+        )
+        groups = near_duplicate_groups(np.asarray([p.vector for p in points]), order, threshold)
+        clusters = [Cluster(points[g[0]].id, [points[i].id for i in g[1:]]) for g in groups]
+        return clusters, len(points)
+
+    def merge(
+        self, scope: Scope, representative_id: str, member_ids: Sequence[str], now: float = 0.0
+    ) -> Memory:
+        """Merge members into the representative: the strengths add up (as of `now`), the
+        metadata is the union (the representative's wins), the source ids accumulate, and
+        the members are deleted. Members already gone are skipped."""
+        self._check.scope(scope)
+        self._check.memory_id(representative_id)
+        for member_id in member_ids:
+            self._check.memory_id(member_id)
+        now = self._now(now)
+        with self._lock(scope):
+            point = self._owned(scope, representative_id)
+            payload = point.payload
+            members = [
+                p
+                for p in self._store.retrieve([m for m in member_ids if m != representative_id])
+                if self._owns(scope, p.payload) and p.payload["tier"] == payload["tier"]
+            ]
+            if not members:
+                return self._memory(point, now)
+            metadata: dict[str, Any] = {}
+            sources = list(payload.get("source_ids", []))
+            for member in members:
+                metadata.update(member.payload.get("metadata", {}))
+                sources += [member.id, *member.payload.get("source_ids", [])]
+            payload.update(
+                strength=sum(self._current(p.payload, now) for p in [point, *members]),
+                updated_at=now,
+                pinned=any(p.payload["pinned"] for p in [point, *members]),
+                metadata={**metadata, **payload.get("metadata", {})},
+                source_ids=list(dict.fromkeys(sources)),
+            )
+            payload["expires_at"] = self._expiry(payload)
+            self._store.set_payload(representative_id, payload)
+            gone = [p.id for p in members]
+            if payload["tier"] == Tier.LONG_TERM.value:
+                gone += [short_term_id(i) for i in [representative_id, *gone]]
+            self._store.delete(gone)
+        return self._memory(point, now)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _now(self, now: float) -> float:
+        self._check.instant(now, "now")
+        return now or self._clock()
 
     def _lock(self, scope: Scope) -> threading.Lock:
         stripe = int.from_bytes(hashlib.blake2b(scope_key(scope).encode(), digest_size=4).digest())
         return self._locks[stripe % LOCK_STRIPES]
 
-    # --- reading -----------------------------------------------------------------------
+    @staticmethod
+    def _where(scope: Scope, tier: Tier | None, **kwargs: Any) -> Where:
+        return Where(
+            tenant=scope.tenant, user=scope.user, tier=tier.value if tier else None, **kwargs
+        )
 
-    def _memory(self, point: Point, now: float, score: float = 0.0) -> Memory:
+    @staticmethod
+    def _owns(scope: Scope, payload: dict[str, Any]) -> bool:
+        return bool(payload.get("tenant") == scope.tenant and payload.get("user") == scope.user)
+
+    def _owned(self, scope: Scope, memory_id: str) -> Point:
+        found = self._store.retrieve([memory_id])
+        if not found or not self._owns(scope, found[0].payload):
+            raise NotFound(f"no memory {memory_id} in this scope")
+        return found[0]
+
+    def _scan(self, where: Where, with_vector: bool) -> list[Point]:
+        points: list[Point] = []
+        offset = None
+        while True:
+            page, offset = self._store.scroll(where, SCAN_PAGE, offset, with_vector=with_vector)
+            points += page
+            if offset is None:
+                return points
+
+    def _current(self, payload: dict[str, Any], now: float) -> float:
+        """Strength at `now`; a pinned memory does not cool."""
+        if payload["pinned"]:
+            return float(payload["strength"])
+        cooling = self._cooling[Tier(payload["tier"])]
+        return cooling.strength(payload["strength"], payload["updated_at"], now)
+
+    def _expiry(self, payload: dict[str, Any]) -> float:
+        if payload["pinned"]:
+            return NEVER
+        cooling = self._cooling[Tier(payload["tier"])]
+        return cooling.expires_at(payload["strength"], payload["updated_at"])
+
+    def _reinforced(self, payload: dict[str, Any], amount: float, now: float) -> dict[str, Any]:
+        """The fields that reinforce a memory by `amount` at `now`: s <- s(now) + amount."""
+        fields = {"strength": self._current(payload, now) + amount, "updated_at": now}
+        fields["expires_at"] = self._expiry({**payload, **fields})
+        return fields
+
+    def _memory(
+        self, point: Point, now: float, score: float = 0.0, strength: float | None = None
+    ) -> Memory:
         p = point.payload
-        tier = Tier(p["tier"])
         return Memory(
             id=point.id,
             scope=Scope(tenant=p["tenant"], user=p["user"]),
             role=Role(p["role"]),
-            tier=tier,
+            tier=Tier(p["tier"]),
             text=p["text"],
             created_at=p["created_at"],
             updated_at=p["updated_at"],
             strength=p["strength"],
-            current_strength=self._cooling[tier].strength(p["strength"], p["updated_at"], now),
+            current_strength=self._current(p, now) if strength is None else strength,
             score=score,
             metadata=p.get("metadata", {}),
+            pinned=p["pinned"],
+            expires_at=None if p["pinned"] else p["expires_at"],
+            summary=p.get("summary", ""),
+            source_ids=list(p.get("source_ids", [])),
         )
 
-    # --- validation --------------------------------------------------------------------
 
-    def _check_scope(self, scope: Scope) -> None:
-        if not scope.tenant or not scope.user:
-            raise InvalidArgument("scope.tenant and scope.user are required")
-
-    def _check_text(self, text: str) -> None:
-        if not text.strip():
-            raise InvalidArgument("text must not be empty")
-        if len(text) > self._settings.max_text_chars:
-            raise InvalidArgument(
-                f"text has {len(text)} characters; the limit is {self._settings.max_text_chars}"
-            )
-
-    def _check_vector(self, vector: Sequence[float]) -> None:
-        if len(vector) != self._settings.dimension:
-            raise InvalidArgument(
-                f"vector has {len(vector)} dimensions; this store holds {self._settings.dimension}"
-            )
-        if not all(math.isfinite(x) for x in vector):
-            raise InvalidArgument("vector has a non-finite value")
-        if not any(vector):
-            raise InvalidArgument("vector is all zeros")
-
-    def _check_limit(self, limit: int) -> int:
-        if limit < 0:
-            raise InvalidArgument("limit must not be negative")
-        return min(limit or self._settings.recall_limit, self._settings.max_recall_limit)
-
-    # --- page tokens -------------------------------------------------------------------
-
-    @staticmethod
-    def _encode_token(scope: Scope, offset: str) -> str:
-        raw = json.dumps({"s": scope_digest(scope), "o": offset}).encode()
-        return base64.urlsafe_b64encode(raw).decode()
-
-    @staticmethod
-    def _decode_token(scope: Scope, token: str) -> str:
-        try:
-            data = json.loads(base64.urlsafe_b64decode(token.encode()))
-            owner, offset = data["s"], data["o"]
-        except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-            raise InvalidArgument("page_token is not a token this service issued") from exc
-        if owner != scope_digest(scope) or not isinstance(offset, str):
-            raise InvalidArgument("page_token belongs to another listing")
-        return offset
-
-
-def _set_expiry(payload: dict[str, Any], cooling: Cooling) -> None:
-    """Pinned memories have no expiry, so no prune filter can ever match them."""
-    if payload.get("pinned"):
-        payload.pop("expires_at", None)
-    else:
-        payload["expires_at"] = cooling.expires_at(payload["strength"], payload["updated_at"])
-
-
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.strip().encode()).hexdigest()
-
-
-def scope_key(scope: Scope) -> str:
-    return f"{scope.tenant}\x1f{scope.user}"
-
-
-def scope_digest(scope: Scope) -> str:
-    return hashlib.sha256(scope_key(scope).encode()).hexdigest()[:16]
-
-
-def memory_id(scope: Scope, role: Role, tier: Tier, digest: str) -> str:
-    """Same speaker, same text, same tier, same scope: same memory (so writes dedupe)."""
-    return str(
-        uuid.uuid5(ID_NAMESPACE, f"{scope_key(scope)}\x1f{tier.value}\x1f{role.value}\x1f{digest}")
-    )
+def _merged(metadata: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`changes` merged into `metadata`; a None value removes its key."""
+    result = {**metadata, **changes}
+    return {key: value for key, value in result.items() if value is not None}

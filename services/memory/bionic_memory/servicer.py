@@ -1,11 +1,16 @@
-"""bionic.memory.v1 over gRPC: converts messages at the edge and calls MemoryService."""
+"""bionic.memory.v1 over gRPC: converts messages at the edge and calls MemoryService.
+
+Bad input is INVALID_ARGUMENT, a memory outside the caller's scope is NOT_FOUND; anything
+else is a bug and reaches the client as UNKNOWN with its traceback in the log.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TypeVar
 
 import grpc
@@ -15,13 +20,21 @@ from bionic.memory.v1 import memory_pb2_grpc as pb_grpc
 from bionic_common.memory_pb import (
     ROLE_FROM_PB,
     TIER_FROM_PB,
+    exported_from_pb,
+    exported_to_pb,
     memory_to_pb,
     scope_from_pb,
+    scope_to_pb,
     struct_to_dict,
+    tier_stats_to_pb,
 )
-from bionic_memory.service import InvalidArgument, MemoryService
+from bionic_common.memory_types import Exported, Scope
+from bionic_memory.errors import InvalidArgument, NotFound
+from bionic_memory.service import MemoryService
 
 T = TypeVar("T")
+
+IMPORT_BATCH = 256
 
 
 class MemoryServicer(pb_grpc.MemoryServiceServicer):
@@ -30,12 +43,14 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self._executor = executor
 
     async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[[], T]) -> T:
-        """Run blocking store work off the event loop; bad input becomes INVALID_ARGUMENT."""
+        """Run blocking store work off the event loop and map refusals to status codes."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
         except InvalidArgument as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise  # unreachable: abort raises
+        except NotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        raise AssertionError("unreachable: abort raises")
 
     async def Recall(
         self, request: pb.RecallRequest, context: grpc.aio.ServicerContext
@@ -50,6 +65,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 limit=request.limit,
                 metadata=struct_to_dict(request.metadata),
                 dry_run=request.dry_run,
+                now=request.now,
             ),
         )
         return pb.RecallResponse(
@@ -72,9 +88,33 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 request.vector,
                 metadata=struct_to_dict(request.metadata),
                 idempotency_key=request.idempotency_key,
+                pinned=request.pinned,
+                now=request.now,
             ),
         )
         return pb.RememberResponse(memory=memory_to_pb(memory), created=created)
+
+    async def Search(
+        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchResponse:
+        memories = await self._call(
+            context,
+            lambda: self._service.search(
+                scope_from_pb(request.scope),
+                request.vector,
+                limit=request.limit,
+                tier=TIER_FROM_PB.get(request.tier),
+                min_score=request.min_score,
+                now=request.now,
+            ),
+        )
+        return pb.SearchResponse(memories=[memory_to_pb(m) for m in memories])
+
+    async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.Memory:
+        memory = await self._call(
+            context, lambda: self._service.get(scope_from_pb(request.scope), request.id)
+        )
+        return memory_to_pb(memory)
 
     async def List(
         self, request: pb.ListRequest, context: grpc.aio.ServicerContext
@@ -89,3 +129,159 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             ),
         )
         return pb.ListResponse(memories=[memory_to_pb(m) for m in memories], next_page_token=token)
+
+    async def Update(
+        self, request: pb.UpdateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Memory:
+        memory = await self._call(
+            context,
+            lambda: self._service.update(
+                scope_from_pb(request.scope),
+                request.id,
+                text=request.text if request.HasField("text") else None,
+                vector=request.vector,
+                pinned=request.pinned if request.HasField("pinned") else None,
+                metadata=struct_to_dict(request.metadata),
+                now=request.now,
+            ),
+        )
+        return memory_to_pb(memory)
+
+    async def SetSummary(
+        self, request: pb.SetSummaryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Memory:
+        memory = await self._call(
+            context,
+            lambda: self._service.set_summary(
+                scope_from_pb(request.scope),
+                request.id,
+                request.summary,
+                request.vector,
+                metadata=struct_to_dict(request.metadata),
+            ),
+        )
+        return memory_to_pb(memory)
+
+    async def Delete(
+        self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteResponse:
+        deleted = await self._call(
+            context, lambda: self._service.delete(scope_from_pb(request.scope), request.id)
+        )
+        return pb.DeleteResponse(deleted=deleted)
+
+    async def ForgetUser(
+        self, request: pb.ForgetUserRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ForgetUserResponse:
+        deleted = await self._call(
+            context, lambda: self._service.forget_user(scope_from_pb(request.scope))
+        )
+        return pb.ForgetUserResponse(deleted=deleted)
+
+    async def Export(
+        self, request: pb.ExportRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExportedMemory]:
+        scope = scope_from_pb(request.scope)
+        offset: str | None = None
+        while True:
+            page, offset = await self._call(
+                context, partial(self._service.export_page, scope, offset)
+            )
+            for item in page:
+                yield exported_to_pb(item)
+            if offset is None:
+                return
+
+    async def Import(
+        self, request_iterator: AsyncIterator[pb.ImportRequest], context: grpc.aio.ServicerContext
+    ) -> pb.ImportResponse:
+        imported = skipped = 0
+        batch: list[Exported] = []
+        scope: Scope | None = None
+        async for request in request_iterator:
+            if scope is None:
+                scope = scope_from_pb(request.scope)
+            elif scope != scope_from_pb(request.scope):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "every import request needs the same scope"
+                )
+            if request.memory.memory.role not in ROLE_FROM_PB or (
+                request.memory.memory.tier not in TIER_FROM_PB
+            ):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"import item {imported + skipped + len(batch)}: role and tier are required",
+                )
+            batch.append(exported_from_pb(request.memory))
+            if len(batch) == IMPORT_BATCH:
+                done, seen = await self._import(context, scope, batch)
+                imported, skipped, batch = imported + done, skipped + seen, []
+        if scope is not None and batch:
+            done, seen = await self._import(context, scope, batch)
+            imported, skipped = imported + done, skipped + seen
+        return pb.ImportResponse(imported=imported, skipped=skipped)
+
+    async def _import(
+        self, context: grpc.aio.ServicerContext, scope: Scope, batch: list[Exported]
+    ) -> tuple[int, int]:
+        return await self._call(context, lambda: self._service.import_batch(scope, batch))
+
+    async def Stats(
+        self, request: pb.StatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StatsResponse:
+        tiers = await self._call(
+            context, lambda: self._service.stats(scope_from_pb(request.scope), now=request.now)
+        )
+        return pb.StatsResponse(tiers=[tier_stats_to_pb(t) for t in tiers])
+
+    async def Prune(
+        self, request: pb.PruneRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PruneResponse:
+        pruned = await self._call(
+            context,
+            lambda: self._service.prune(now=request.now, tier=TIER_FROM_PB.get(request.tier)),
+        )
+        return pb.PruneResponse(
+            forgotten_long_term=pruned.forgotten_long_term,
+            forgotten_short_term=pruned.forgotten_short_term,
+            archived=pruned.archived,
+            forgotten_archive=pruned.forgotten_archive,
+        )
+
+    async def ListScopes(
+        self, request: pb.ListScopesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Scope]:
+        scopes = await self._call(context, lambda: self._service.list_scopes(request.tenant))
+        for scope in scopes:
+            yield scope_to_pb(scope)
+
+    async def ScanForSuppression(
+        self, request: pb.ScanRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScanResponse:
+        clusters, scanned = await self._call(
+            context,
+            lambda: self._service.scan_for_suppression(
+                scope_from_pb(request.scope),
+                request.similarity_threshold,
+                request.max_memories,
+            ),
+        )
+        return pb.ScanResponse(
+            clusters=[
+                pb.Cluster(representative_id=c.representative_id, member_ids=c.member_ids)
+                for c in clusters
+            ],
+            scanned=scanned,
+        )
+
+    async def Merge(self, request: pb.MergeRequest, context: grpc.aio.ServicerContext) -> pb.Memory:
+        memory = await self._call(
+            context,
+            lambda: self._service.merge(
+                scope_from_pb(request.scope),
+                request.representative_id,
+                list(request.member_ids),
+                now=request.now,
+            ),
+        )
+        return memory_to_pb(memory)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 # Payload fields with an index: the tenant (a tenant index where supported), the user,
-# the tier, the forgetting instant and the content hash.
-KEYWORD_FIELDS = ("user", "tier", "content_hash")
+# the tier, the speaker, the content hash and the forgetting instant.
 TENANT_FIELD = "tenant"
+KEYWORD_FIELDS = ("user", "tier", "role", "content_hash")
 EXPIRES_FIELD = "expires_at"
 
 
@@ -27,13 +27,32 @@ class Where:
     tenant: str | None = None
     user: str | None = None
     tier: str | None = None
+    role: str | None = None
+    content_hash: str | None = None
+    # expires_at < expires_before: forgotten by then.
     expires_before: float | None = None
+    # expires_at >= alive_at: still remembered then.
+    alive_at: float | None = None
     exclude_ids: Sequence[str] = field(default_factory=tuple)
+
+    def keywords(self) -> list[tuple[str, str]]:
+        """The exact-match conditions, as (field, value) pairs."""
+        pairs = (
+            (TENANT_FIELD, self.tenant),
+            ("user", self.user),
+            ("tier", self.tier),
+            ("role", self.role),
+            ("content_hash", self.content_hash),
+        )
+        return [(key, value) for key, value in pairs if value is not None]
 
 
 class MemoryStore(Protocol):
     def upsert(self, points: Sequence[Point]) -> None:
-        """Insert or replace points (vector and payload) by id."""
+        """Insert or replace points (vector and payload) by id; durable when it returns."""
+
+    def set_payload(self, point_id: str, fields: dict[str, Any]) -> None:
+        """Replace the given top-level payload fields of one point, keeping the others."""
 
     def retrieve(self, ids: Sequence[str], with_vector: bool = False) -> list[Point]:
         """The points that exist among `ids`, in no particular order."""
@@ -44,9 +63,12 @@ class MemoryStore(Protocol):
         """The `limit` nearest points matching `where`, best first, with cosine scores."""
 
     def scroll(
-        self, where: Where, limit: int, offset: str | None
+        self, where: Where, limit: int, offset: str | None, with_vector: bool = False
     ) -> tuple[list[Point], str | None]:
         """A page of points in id order from `offset`, and the next page's offset."""
+
+    def facet(self, key: str, where: Where, limit: int) -> list[tuple[str, int]]:
+        """The distinct values of the indexed field `key` among matching points, with counts."""
 
     def delete(self, ids: Sequence[str]) -> None: ...
 

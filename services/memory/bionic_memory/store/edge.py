@@ -62,6 +62,9 @@ class EdgeStore:
             )
         )
 
+    def set_payload(self, point_id: str, fields: dict[str, Any]) -> None:
+        self._shard.update(qe.UpdateOperation.set_payload([point_id], fields))
+
     def retrieve(self, ids: Sequence[str], with_vector: bool = False) -> list[Point]:
         if not ids:
             return []
@@ -83,12 +86,24 @@ class EdgeStore:
         return [(_point(h), h.score) for h in hits]
 
     def scroll(
-        self, where: Where, limit: int, offset: str | None
+        self, where: Where, limit: int, offset: str | None, with_vector: bool = False
     ) -> tuple[list[Point], str | None]:
         records, next_offset = self._shard.scroll(
-            qe.ScrollRequest(offset=offset, limit=limit, filter=_filter(where), with_payload=True)
+            qe.ScrollRequest(
+                offset=offset,
+                limit=limit,
+                filter=_filter(where),
+                with_payload=True,
+                with_vector=with_vector,
+            )
         )
         return [_point(r) for r in records], None if next_offset is None else str(next_offset)
+
+    def facet(self, key: str, where: Where, limit: int) -> list[tuple[str, int]]:
+        response = self._shard.facet(
+            qe.FacetRequest(key, limit=limit, exact=True, filter=_filter(where))
+        )
+        return [(str(hit.value), hit.count) for hit in response.hits]
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
@@ -116,11 +131,12 @@ def _point(record: qe.Record | qe.ScoredPoint) -> Point:
 
 
 def _filter(where: Where) -> qe.Filter:
-    must: list[Any] = []
-    for key, value in ((TENANT_FIELD, where.tenant), ("user", where.user), ("tier", where.tier)):
-        if value is not None:
-            must.append(qe.FieldCondition(key, match=qe.MatchValue(value)))
+    must: list[Any] = [
+        qe.FieldCondition(key, match=qe.MatchValue(value)) for key, value in where.keywords()
+    ]
     if where.expires_before is not None:
         must.append(qe.FieldCondition(EXPIRES_FIELD, range=qe.RangeFloat(lt=where.expires_before)))
+    if where.alive_at is not None:
+        must.append(qe.FieldCondition(EXPIRES_FIELD, range=qe.RangeFloat(gte=where.alive_at)))
     must_not: list[Any] = [qe.HasIdCondition(set(where.exclude_ids))] if where.exclude_ids else []
     return qe.Filter(must=must or None, must_not=must_not or None)
