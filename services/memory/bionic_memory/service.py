@@ -11,6 +11,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -111,30 +112,15 @@ class MemoryService:
         limit = self._check.limit(
             limit, self._settings.recall_limit, self._settings.max_recall_limit
         )
-        params = RecallParams(
-            limit=limit,
-            retrieval_multiplier=self._params.retrieval_multiplier,
-            cluster_multiplier=self._params.cluster_multiplier,
-            temperature=self._params.temperature,
-        )
+        params = replace(self._params, limit=limit)
         now = self._now(now)
         with self._lock(scope):
             stored = None
             if not dry_run:
-                stored, _ = self._write(
+                stored, _, _ = self._write(
                     scope, Role.USER, text, vector, metadata or {}, "", False, now
                 )
-            hits = self._store.search(
-                self._where(
-                    scope,
-                    Tier.LONG_TERM,
-                    alive_at=now,
-                    exclude_ids=(stored.id,) if stored else (),
-                ),
-                vector,
-                params.long_term_candidates,
-                with_vector=True,
-            )
+            hits = self._related(scope, vector, stored, params, now)
             short_term = self._store.search(
                 self._where(scope, Tier.SHORT_TERM, alive_at=now),
                 vector,
@@ -157,6 +143,24 @@ class MemoryService:
         chosen = recall_selection(candidates, params)
         memories = [self._memory(c.item, now, c.score, strength=c.strength) for c in chosen]
         return Recall(stored=stored, memories=memories)
+
+    def _related(
+        self,
+        scope: Scope,
+        vector: Sequence[float],
+        stored: Memory | None,
+        params: RecallParams,
+        now: float,
+    ) -> list[tuple[Point, float]]:
+        """The long-term memories a message relates to (itself excluded), with vectors."""
+        return self._store.search(
+            self._where(
+                scope, Tier.LONG_TERM, alive_at=now, exclude_ids=(stored.id,) if stored else ()
+            ),
+            vector,
+            params.long_term_candidates,
+            with_vector=True,
+        )
 
     def _promote(
         self, hits: list[tuple[Point, float]], params: RecallParams, now: float, write: bool
@@ -199,17 +203,26 @@ class MemoryService:
         idempotency_key: str = "",
         pinned: bool = False,
         now: float = 0.0,
+        reinforce_related: bool = False,
     ) -> tuple[Memory, bool]:
-        """Store one memory in long-term memory; same content reinforces the existing one."""
+        """Store one memory in long-term memory; same content reinforces the existing one.
+
+        With `reinforce_related`, the memories it relates to are reinforced and promoted
+        as a recall would; a write whose idempotency key was already applied does neither.
+        """
         self._check.scope(scope)
         self._check.text(text)
         self._check.vector(vector)
         self._check.metadata(metadata or {})
         now = self._now(now)
         with self._lock(scope):
-            return self._write(
+            memory, created, applied = self._write(
                 scope, role, text, vector, metadata or {}, idempotency_key, pinned, now
             )
+            if reinforce_related and applied:
+                hits = self._related(scope, vector, memory, self._params, now)
+                self._promote(hits, self._params, now, write=True)
+        return memory, created
 
     def _write(
         self,
@@ -221,8 +234,9 @@ class MemoryService:
         key: str,
         pinned: bool,
         now: float,
-    ) -> tuple[Memory, bool]:
-        """Store or reinforce; the caller holds the scope's lock."""
+    ) -> tuple[Memory, bool, bool]:
+        """Store or reinforce; the caller holds the scope's lock. Returns the memory,
+        whether it is new, and whether the write was applied (its key was not seen)."""
         digest = content_hash(text)
         same, _ = self._store.scroll(
             Where(
@@ -239,7 +253,7 @@ class MemoryService:
             point = same[0]
             keys: list[str] = list(point.payload.get("op_keys", []))
             if key and key in keys:
-                return self._memory(point, now), False
+                return self._memory(point, now), False, False
             fields: dict[str, Any] = {
                 "metadata": {**point.payload.get("metadata", {}), **metadata},
                 "pinned": point.payload["pinned"] or pinned,
@@ -249,7 +263,7 @@ class MemoryService:
             fields.update(self._reinforced({**point.payload, **fields}, 1.0, now))
             self._store.set_payload(point.id, fields)
             point.payload.update(fields)
-            return self._memory(point, now), False
+            return self._memory(point, now), False, True
         payload: dict[str, Any] = {
             "tenant": scope.tenant,
             "user": scope.user,
@@ -270,7 +284,7 @@ class MemoryService:
         payload["expires_at"] = self._expiry(payload)
         point = Point(id=new_id(), payload=payload, vector=list(vector))
         self._store.upsert([point])
-        return self._memory(point, now), True
+        return self._memory(point, now), True, True
 
     # --- reading -----------------------------------------------------------------------
 

@@ -90,6 +90,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 idempotency_key=request.idempotency_key,
                 pinned=request.pinned,
                 now=request.now,
+                reinforce_related=request.reinforce_related,
             ),
         )
         return pb.RememberResponse(memory=memory_to_pb(memory), created=created)
