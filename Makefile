@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 PROTO_OUT := services/common
 PROTOS := $(shell find proto -name '*.proto')
 PROTO_STAMP := $(PROTO_OUT)/bionic/.generated
+NODE_E2E := tests/e2e/node
+NODE_STAMP := $(NODE_E2E)/node_modules/.installed
 
 .PHONY: install proto up test test-all lint fmt bench clean
 
-install: $(STAMP) $(PROTO_STAMP)
+install: $(STAMP) $(PROTO_STAMP) $(NODE_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +22,11 @@ $(STAMP): pyproject.toml
 	# torch first and exactly, from the CPU wheel: nothing may pull a CUDA build.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev,local-llm]'
+	touch $@
+
+# The official openai Node.js client, for the gateway's end-to-end tests (needs node, npm).
+$(NODE_STAMP): $(NODE_E2E)/package.json $(NODE_E2E)/package-lock.json
+	npm ci --prefix $(NODE_E2E) --no-audit --no-fund
 	touch $@
 
 # Typed stubs (.py, _grpc.py, .pyi) for every proto; generated, never committed.

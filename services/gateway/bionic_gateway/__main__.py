@@ -7,11 +7,13 @@ import uvicorn
 from bionic_common.logs import setup_logging
 from bionic_gateway.app import create_app
 from bionic_gateway.config import GatewaySettings
+from bionic_gateway.requests import setup_request_logging
 
 
 def main() -> None:
     settings = GatewaySettings()
     setup_logging("gateway", settings.log_level)
+    setup_request_logging()
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -6,32 +6,61 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import make_asgi_app
+from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CollectorRegistry, make_asgi_app
 
 from bionic_common.clients import EmbedderClient, MemoryClient
-from bionic_gateway.auth import TenantResolver, load_salt
+from bionic_gateway.auth import TenantResolver, load_keys, load_salt
+from bionic_gateway.chat.prompt import MemoryPrompt
 from bionic_gateway.chat.router import router as chat_router
 from bionic_gateway.chat.service import ChatService
 from bionic_gateway.config import GatewaySettings
 from bionic_gateway.deps import Services
 from bionic_gateway.errors import install_error_handlers
 from bionic_gateway.limits import BodyLimit
+from bionic_gateway.memories.router import router as memories_router
+from bionic_gateway.memories.service import MemoriesService
+from bionic_gateway.metrics import GatewayMetrics
 from bionic_gateway.models.router import router as models_router
+from bionic_gateway.models.service import ModelsService
+from bionic_gateway.ops.router import router as ops_router
+from bionic_gateway.passthrough.router import router as passthrough_router
+from bionic_gateway.passthrough.service import PassthroughService
 from bionic_gateway.queue import TaskQueue
+from bionic_gateway.recall import Recaller
+from bionic_gateway.requests import RequestContext
 from bionic_gateway.upstream import Upstream
+
+DESCRIPTION = """\
+Point any OpenAI client here instead of at the model. Chat completions are answered by the
+upstream model with the user's recalled memories added; `/v1/models` and every other
+`/v1/*` path not listed here (completions, files, audio, images, moderations…) are passed
+through to the upstream as they are. The memory API under `/v1/memories` manages what is
+remembered, always within the caller's own tenant (its API key) and one `user`.
+"""
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    prompt = MemoryPrompt.from_settings(settings)
+    tenants = TenantResolver(load_keys(settings), load_salt(settings))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedder = EmbedderClient(settings.embedder_target)
         memory = MemoryClient(settings.memory_target)
         upstream = Upstream(settings)
-        queue = TaskQueue(settings.broker_url)
+        queue = TaskQueue(settings.broker_url, metrics)
+        recaller = Recaller(
+            embedder, memory, metrics, settings.memory_deadline, settings.recall_limit
+        )
         app.state.services = Services(
-            chat=ChatService(settings, embedder, memory, upstream, queue),
-            upstream=upstream,
-            tenants=TenantResolver(settings.api_keys, load_salt(settings)),
+            chat=ChatService(recaller, prompt, upstream, queue, metrics),
+            memories=MemoriesService(embedder, memory, recaller, prompt, settings.memory_timeout),
+            models=ModelsService(upstream, settings.models),
+            passthrough=PassthroughService(upstream),
+            tenants=tenants,
         )
         try:
             yield
@@ -44,18 +73,27 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app = FastAPI(
         title="BionicMemory",
         summary="An OpenAI-compatible proxy that gives any chat model a long-term memory.",
+        description=DESCRIPTION,
         version="0.1.0",
         lifespan=lifespan,
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.include_router(ops_router)
     app.include_router(chat_router)
     app.include_router(models_router)
-    app.mount("/metrics", make_asgi_app())
-
-    @app.get("/health", tags=["ops"], summary="Liveness")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    app.include_router(memories_router)
+    app.include_router(passthrough_router)  # last: it takes every other /v1 path
+    app.mount("/metrics", make_asgi_app(registry))
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["x-bionic-memory", "x-request-id", "server-timing", "retry-after"],
+        )
+    app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
+from dataclasses import dataclass, field
 
 from bionic_gateway.config import GatewaySettings
 from bionic_gateway.errors import OpenAIError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the tenant, and the bearer key only for upstream pass-through."""
+
+    tenant: str
+    key: str = field(repr=False)
 
 
 class TenantResolver:
@@ -28,17 +38,20 @@ class TenantResolver:
         return hmac.new(self._salt, key.encode(), hashlib.sha256).digest()
 
     def tenant(self, authorization: str | None) -> str:
+        return self.caller(authorization).tenant
+
+    def caller(self, authorization: str | None) -> Caller:
         key = bearer_key(authorization)
         digest = self._digest(key)
         if not self._keys:
-            return "t_" + digest.hex()[:32]
+            return Caller("t_" + digest.hex()[:32], key)
         found = None
         for known, tenant in self._keys:  # look at every key: time does not depend on which
             if hmac.compare_digest(known, digest):
                 found = tenant
         if found is None:
             raise OpenAIError(401, "invalid API key", code="invalid_api_key")
-        return found
+        return Caller(found, key)
 
 
 def bearer_key(authorization: str | None) -> str:
@@ -46,6 +59,21 @@ def bearer_key(authorization: str | None) -> str:
         return ""
     scheme, _, value = authorization.partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def load_keys(settings: GatewaySettings) -> dict[str, str]:
+    """Configured keys → tenants: the keys file (JSON object) merged with api_keys."""
+    keys: dict[str, str] = {}
+    if settings.api_keys_file:
+        with open(settings.api_keys_file, encoding="utf-8") as f:
+            loaded = json.load(f)
+        if not isinstance(loaded, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and v for k, v in loaded.items()
+        ):
+            raise ValueError(f"{settings.api_keys_file}: expected a JSON object of key: tenant")
+        keys.update(loaded)
+    keys.update(settings.api_keys)
+    return keys
 
 
 def load_salt(settings: GatewaySettings) -> str:

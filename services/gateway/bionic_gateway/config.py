@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -15,7 +17,13 @@ class GatewaySettings(BaseSettings):
         "http://127.0.0.1:8080/v1", description="Any OpenAI-compatible API, up to /v1"
     )
     upstream_api_key: str | None = Field(None, description="Key the gateway sends upstream")
-    upstream_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the upstream")
+    upstream_key_passthrough: bool = Field(
+        False,
+        description="Send each client's own bearer key upstream instead of upstream_api_key",
+    )
+    upstream_timeout: float = Field(
+        120.0, gt=0, description="Seconds to wait for the upstream (each read); then 504"
+    )
     models: list[str] = Field(
         default_factory=lambda: ["bionic"],
         description="Model ids /v1/models lists when the upstream cannot be asked",
@@ -28,16 +36,34 @@ class GatewaySettings(BaseSettings):
         "sqla+sqlite:///data/broker.sqlite", description="Where replies are queued for the worker"
     )
     memory_deadline: float = Field(
-        2.0, gt=0, description="Seconds embed + recall may take before chat goes on without memory"
+        0.3, gt=0, description="Seconds embed + recall may take before chat goes on without memory"
+    )
+    memory_timeout: float = Field(
+        10.0, gt=0, description="Seconds a /v1/memories call may wait for embedder and memory"
     )
     recall_limit: int = Field(0, ge=0, description="Memories per turn; 0 = the memory service's")
     api_keys: dict[str, str] = Field(
         default_factory=dict,
         description='Accepted keys and their tenants, as JSON {"key": "tenant"}; empty = open',
     )
+    api_keys_file: str | None = Field(
+        None, description='A JSON file {"key": "tenant"}, merged with api_keys'
+    )
     tenant_salt: str | None = Field(None, description="Salt of tenant ids in open mode")
     tenant_salt_file: str = Field(
         "./data/tenant_salt", description="Where a generated salt is kept when none is set"
+    )
+    prompt_language: Literal["en", "zh"] = Field(
+        "en", description="Language of the default memory system prompt"
+    )
+    prompt_template: str | None = Field(
+        None, description="Memory system prompt; must contain {memories}. Overrides the default"
+    )
+    prompt_template_file: str | None = Field(
+        None, description="A file holding the memory system prompt (see prompt_template)"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description='Origins allowed by CORS, JSON list; ["*"] = any'
     )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body")
     log_level: str = "INFO"

@@ -6,15 +6,19 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from bionic_gateway.auth import TenantResolver
+from bionic_gateway.auth import Caller, TenantResolver
 from bionic_gateway.chat.service import ChatService
-from bionic_gateway.upstream import Upstream
+from bionic_gateway.memories.service import MemoriesService
+from bionic_gateway.models.service import ModelsService
+from bionic_gateway.passthrough.service import PassthroughService
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
     chat: ChatService
-    upstream: Upstream
+    memories: MemoriesService
+    models: ModelsService
+    passthrough: PassthroughService
     tenants: TenantResolver
 
 
@@ -27,9 +31,18 @@ def chat_service(request: Request) -> ChatService:
     return services(request).chat
 
 
-def upstream(request: Request) -> Upstream:
-    return services(request).upstream
+def memories_service(request: Request) -> MemoriesService:
+    return services(request).memories
 
 
-def tenant(request: Request) -> str:
-    return services(request).tenants.tenant(request.headers.get("authorization"))
+def models_service(request: Request) -> ModelsService:
+    return services(request).models
+
+
+def passthrough_service(request: Request) -> PassthroughService:
+    return services(request).passthrough
+
+
+def caller(request: Request) -> Caller:
+    """Who calls: 401 unless the bearer key is accepted (any key in open mode)."""
+    return services(request).tenants.caller(request.headers.get("authorization"))

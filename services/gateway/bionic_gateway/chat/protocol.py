@@ -1,14 +1,22 @@
 """The OpenAI chat completion request, as far as memory needs to understand it.
 
 Unknown fields are allowed and forwarded untouched: the gateway parses to validate and
-to find the user's words, but sends the client's own JSON upstream.
+to find the user's words, but sends the client's own JSON upstream (less `bionic_memory`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from bionic_gateway.errors import OpenAIError
+from bionic_gateway.recall import Controls, MemoryMode
+
+MAX_RECALL_LIMIT = 100
+MODE_HEADER = "x-bionic-memory-mode"
+LIMIT_HEADER = "x-bionic-recall-limit"
+MODES: dict[str, MemoryMode] = {"on": "on", "read_only": "read_only", "off": "off"}
 
 
 class TextPart(BaseModel):
@@ -38,6 +46,26 @@ class ChatMessage(BaseModel):
         return "\n".join(p.text for p in self.content if isinstance(p, TextPart))
 
 
+class MemoryOptions(BaseModel):
+    """Per-request memory controls (also as headers x-bionic-memory-mode and
+    x-bionic-recall-limit; the body wins)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["on", "read_only", "off"] | None = Field(
+        None, description="on: recall and store; read_only: recall only; off: no memory"
+    )
+    recall_limit: int | None = Field(
+        None, ge=1, le=MAX_RECALL_LIMIT, description="How many memories to recall"
+    )
+
+
+def last_user_text(messages: list[ChatMessage]) -> str:
+    for message in reversed(messages):
+        if message.role == "user":
+            return message.text()
+    return ""
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -47,20 +75,49 @@ class ChatCompletionRequest(BaseModel):
                     "model": "gpt-4o-mini",
                     "messages": [{"role": "user", "content": "What do I like to drink?"}],
                     "user": "u1",
-                }
+                },
+                {
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": "Just between us: …"}],
+                    "user": "u1",
+                    "stream": True,
+                    "bionic_memory": {"mode": "read_only", "recall_limit": 3},
+                },
             ]
         },
     )
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: bool | None = False
     user: str | None = Field(None, max_length=256)
+    bionic_memory: MemoryOptions | None = Field(
+        None, description="BionicMemory's own: memory controls, never sent upstream"
+    )
 
     def last_user_text(self) -> str:
-        for message in reversed(self.messages):
-            if message.role == "user":
-                return message.text()
-        return ""
+        return last_user_text(self.messages)
+
+    def controls(self, headers: dict[str, str]) -> Controls:
+        """The memory controls of this request: its body field, else its headers."""
+        options = self.bionic_memory or MemoryOptions()
+        return Controls(
+            mode=options.mode or _mode_header(headers.get(MODE_HEADER)),
+            recall_limit=options.recall_limit or _limit_header(headers.get(LIMIT_HEADER)),
+        )
 
 
-ChatBody = dict[str, Any]
+def _mode_header(value: str | None) -> MemoryMode:
+    mode = MODES.get((value or "on").strip().lower().replace("-", "_"))
+    if mode is None:
+        raise OpenAIError(400, f"{MODE_HEADER} must be on, read-only or off", param=MODE_HEADER)
+    return mode
+
+
+def _limit_header(value: str | None) -> int:
+    if value is None:
+        return 0
+    if not value.strip().isdigit() or not 1 <= int(value) <= MAX_RECALL_LIMIT:
+        raise OpenAIError(
+            400, f"{LIMIT_HEADER} must be 1 to {MAX_RECALL_LIMIT}", param=LIMIT_HEADER
+        )
+    return int(value)

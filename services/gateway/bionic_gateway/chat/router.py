@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request
 from starlette.responses import Response
 
+from bionic_gateway.auth import Caller
 from bionic_gateway.chat.protocol import ChatCompletionRequest
 from bionic_gateway.chat.service import ChatService
-from bionic_gateway.deps import chat_service, tenant
+from bionic_gateway.deps import caller, chat_service
 
 router = APIRouter(tags=["chat"])
 
@@ -17,13 +18,19 @@ router = APIRouter(tags=["chat"])
 @router.post(
     "/v1/chat/completions",
     summary="Chat completion with long-term memory (stream and non-stream)",
+    description=(
+        "The OpenAI chat completion, passed to the upstream with the recalled memories in a "
+        "system message. Every field the gateway does not use is forwarded as sent. The "
+        "`x-bionic-memory` response header says what memory did: `recalled=N` (with "
+        "`; read-only`), `off` or `degraded`."
+    ),
     response_model=None,
 )
 async def chat_completions(
     http: Request,
     body: Annotated[ChatCompletionRequest, Body()],
     service: Annotated[ChatService, Depends(chat_service)],
-    tenant_id: Annotated[str, Depends(tenant)],
+    who: Annotated[Caller, Depends(caller)],
 ) -> Response:
     raw: dict[str, Any] = await http.json()  # forwarded as sent, unknown fields included
-    return await service.complete(raw, body, tenant_id)
+    return await service.complete(raw, body, who, dict(http.headers))

@@ -1,50 +1,45 @@
-"""A memory-augmented chat turn: recall, inject, call the upstream, queue the reply."""
+"""A memory-augmented chat turn: recall, inject, call the upstream, queue what to store."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import uuid
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-import httpx
-from starlette.background import BackgroundTask
-from starlette.responses import Response, StreamingResponse
+from starlette.background import BackgroundTasks
+from starlette.responses import Response
 
-from bionic_common.clients import EmbedderClient, MemoryClient
-from bionic_common.memory_types import Memory, Scope
-from bionic_common.tasks import ExchangeMessage
-from bionic_gateway.chat.prompt import inject
+from bionic_common.memory_types import Scope
+from bionic_gateway.auth import Caller
+from bionic_gateway.chat.prompt import MemoryPrompt
 from bionic_gateway.chat.protocol import ChatCompletionRequest
-from bionic_gateway.config import GatewaySettings
-from bionic_gateway.errors import OpenAIError, error_body
+from bionic_gateway.metrics import GatewayMetrics
 from bionic_gateway.queue import TaskQueue
-from bionic_gateway.upstream import Upstream, passthrough_headers
+from bionic_gateway.recall import Recaller, TurnMemory
+from bionic_gateway.requests import current_request_id
+from bionic_gateway.upstream import (
+    RelayResponse,
+    Upstream,
+    passthrough_headers,
+    relay_body,
+    upstream_response,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_USER = "default"
 MEMORY_HEADER = "x-bionic-memory"
-
-
-@dataclass(slots=True)
-class TurnMemory:
-    scope: Scope
-    recalled: list[Memory]
-    degraded: bool = False
-
-    def header(self) -> str:
-        return "degraded" if self.degraded else f"recalled={len(self.recalled)}"
+OWN_FIELDS = ("bionic_memory",)
 
 
 @dataclass(slots=True)
 class ReplyCollector:
-    """Reassembles the assistant's text from an SSE stream while it is relayed."""
+    """Reassembles the assistant's text and usage from an SSE stream while it is relayed."""
 
     parts: list[str] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
     finished: bool = False
     _buffer: bytes = b""
 
@@ -63,10 +58,18 @@ class ReplyCollector:
             return
         try:
             event = json.loads(data)
-            choice = event["choices"][0]
-        except (ValueError, KeyError, IndexError, TypeError):
-            return  # not a completion chunk (usage-only, keep-alive, vendor extras)
-        content = (choice.get("delta") or {}).get("content")
+        except ValueError:
+            return  # a keep-alive or vendor extra
+        if not isinstance(event, dict):
+            return
+        if isinstance(event.get("usage"), dict):
+            self.usage = event["usage"]
+        choices = event.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return  # usage-only or not a completion chunk
+        choice = choices[0]
+        delta = choice.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
         if isinstance(content, str):
             self.parts.append(content)
         if choice.get("finish_reason"):
@@ -80,134 +83,107 @@ class ReplyCollector:
 class ChatService:
     def __init__(
         self,
-        settings: GatewaySettings,
-        embedder: EmbedderClient,
-        memory: MemoryClient,
+        recaller: Recaller,
+        prompt: MemoryPrompt,
         upstream: Upstream,
         queue: TaskQueue,
+        metrics: GatewayMetrics,
     ) -> None:
-        self._settings = settings
-        self._embedder = embedder
-        self._memory = memory
+        self._recaller = recaller
+        self._prompt = prompt
         self._upstream = upstream
         self._queue = queue
+        self._metrics = metrics
 
     async def complete(
-        self, body: dict[str, Any], request: ChatCompletionRequest, tenant: str
+        self,
+        body: dict[str, Any],
+        request: ChatCompletionRequest,
+        caller: Caller,
+        headers: dict[str, str],
     ) -> Response:
-        request_id = uuid.uuid4().hex
-        scope = Scope(tenant=tenant, user=request.user or DEFAULT_USER)
-        turn = await self.recall(scope, request.last_user_text())
-        upstream_body = {**body, "messages": inject(body["messages"], turn.recalled)}
-        headers = {MEMORY_HEADER: turn.header(), "x-request-id": request_id}
-        if request.stream:
-            return await self._stream(upstream_body, turn, request_id, headers)
-        return await self._once(upstream_body, turn, request_id, headers)
+        started = time.perf_counter()
+        request_id = current_request_id()
+        scope = Scope(tenant=caller.tenant, user=request.user or DEFAULT_USER)
+        text = request.last_user_text()
+        turn = await self._recaller.turn(scope, text, request.controls(headers), request_id)
+        tasks = BackgroundTasks()
+        if turn.degraded and turn.stores:  # the store recall would have done, for later
+            tasks.add_task(self._queue.remember_turn, scope, text, request_id, time.time())
+        upstream_body = {k: v for k, v in body.items() if k not in OWN_FIELDS}
+        upstream_body["messages"] = self._prompt.inject(body["messages"], turn.recalled)
 
-    async def recall(self, scope: Scope, text: str) -> TurnMemory:
-        """Store the user's words and recall memories for them, within the deadline."""
-        if not text.strip():
-            return TurnMemory(scope, [])
-        deadline = self._settings.memory_deadline
-        try:
-            async with asyncio.timeout(deadline):
-                embedded = await self._embedder.embed([text], "query", timeout=deadline)
-                recall = await self._memory.recall(
-                    scope,
-                    text,
-                    embedded.vectors[0],
-                    limit=self._settings.recall_limit,
-                    timeout=deadline,
-                )
-        except (grpc.aio.AioRpcError, TimeoutError) as exc:
-            reason = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
-            log.warning("memory unavailable (%s): answering without it", reason)
-            return TurnMemory(scope, [], degraded=True)
-        return TurnMemory(scope, recall.memories)
-
-    async def _once(
-        self, body: dict[str, Any], turn: TurnMemory, request_id: str, headers: dict[str, str]
-    ) -> Response:
-        try:
-            reply = await self._upstream.client.post(
-                self._upstream.url("chat/completions"), json=body, headers=self._upstream.headers()
-            )
-        except httpx.TimeoutException as exc:
-            raise OpenAIError(504, "the upstream model did not answer in time") from exc
-        except httpx.TransportError as exc:
-            raise OpenAIError(502, f"the upstream model is unreachable: {exc}") from exc
-        out_headers = {**passthrough_headers(reply), **headers}
-        if reply.status_code != 200:
-            return Response(reply.content, reply.status_code, out_headers)
-        text = _reply_text(reply.content)
-        background = (
-            BackgroundTask(self._queue.remember_exchange, _exchange(turn, text, request_id))
-            if text
-            else None
+        sent = time.perf_counter()
+        reply = await self._upstream.send(
+            "POST", "chat/completions", caller, json_body=upstream_body
         )
-        return Response(reply.content, 200, out_headers, background=background)
-
-    async def _stream(
-        self, body: dict[str, Any], turn: TurnMemory, request_id: str, headers: dict[str, str]
-    ) -> Response:
-        client = self._upstream.client
-        upstream_request = client.build_request(
-            "POST",
-            self._upstream.url("chat/completions"),
-            json=body,
-            headers=self._upstream.headers(),
-        )
-        try:
-            reply = await client.send(upstream_request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise OpenAIError(504, "the upstream model did not answer in time") from exc
-        except httpx.TransportError as exc:
-            raise OpenAIError(502, f"the upstream model is unreachable: {exc}") from exc
-        out_headers = {**passthrough_headers(reply), **headers}
+        first_byte = time.perf_counter() - sent
+        self._metrics.stage_seconds.labels("upstream_first_byte").observe(first_byte)
+        stream = bool(request.stream)
+        self._metrics.turns.labels(turn.outcome, str(stream).lower()).inc()
+        out_headers = {MEMORY_HEADER: turn.header()}
         if reply.status_code != 200:
-            content = await reply.aread()
-            await reply.aclose()
-            return Response(content, reply.status_code, out_headers)
+            self._metrics.upstream_errors.labels(str(reply.status_code)).inc()
+        if reply.status_code != 200 or not stream:
+            content = await self._upstream.read(reply)
+            total = time.perf_counter() - started
+            self._metrics.stage_seconds.labels("total").observe(total)
+            out_headers["server-timing"] = _server_timing(turn, first_byte, total)
+            if reply.status_code == 200:
+                answer, usage = _reply_parts(content)
+                self._count_tokens(usage)
+                if answer and turn.stores:
+                    tasks.add_task(self._queue.remember_exchange, scope, answer, request_id)
+            return upstream_response(reply, content, out_headers, tasks)
+
         collector = ReplyCollector()
 
-        async def relay() -> Any:
-            try:
-                async for chunk in reply.aiter_raw():
-                    collector.feed(chunk)
-                    yield chunk
-            except httpx.HTTPError as exc:
-                log.warning("upstream stream broke: %s", exc)
-                error = error_body(502, f"the upstream stream broke: {exc}")
-                yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
-            finally:
-                await reply.aclose()
+        def finish() -> None:
+            self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
+            self._count_tokens(collector.usage)
+            if collector.finished and collector.text and turn.stores:
+                self._queue.remember_exchange(scope, collector.text, request_id)
 
-        def remember() -> None:
-            if collector.finished and collector.text:
-                self._queue.remember_exchange(_exchange(turn, collector.text, request_id))
-
-        out_headers.pop("content-type", None)
-        return StreamingResponse(
-            relay(),
-            media_type="text/event-stream",
-            headers=out_headers,
-            background=BackgroundTask(remember),
+        tasks.add_task(finish)
+        out_headers["server-timing"] = _server_timing(turn, first_byte, None)
+        return RelayResponse(
+            relay_body(reply, collector.feed, sse=True),
+            headers={**passthrough_headers(reply), **out_headers},
+            background=tasks,
         )
 
+    def _count_tokens(self, usage: dict[str, Any] | None) -> None:
+        if not usage:
+            return
+        for kind in ("prompt", "completion"):
+            value = usage.get(f"{kind}_tokens")
+            if isinstance(value, int) and value > 0:
+                self._metrics.tokens.labels(kind).inc(value)
 
-def _reply_text(content: bytes) -> str:
+
+def _reply_parts(content: bytes) -> tuple[str, dict[str, Any] | None]:
+    """The first choice's text and the usage of a non-streamed completion."""
     try:
-        text = json.loads(content)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return ""
-    return text if isinstance(text, str) else ""
+        data = json.loads(content)
+    except ValueError:
+        return "", None
+    if not isinstance(data, dict):
+        return "", None
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+    try:
+        text = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return "", usage
+    return (text if isinstance(text, str) else ""), usage
 
 
-def _exchange(turn: TurnMemory, reply: str, request_id: str) -> ExchangeMessage:
-    return ExchangeMessage(
-        tenant=turn.scope.tenant,
-        user=turn.scope.user,
-        reply=reply,
-        request_id=request_id,
-        metadata={"request_id": request_id},
-    )
+def _server_timing(turn: TurnMemory, first_byte: float, total: float | None) -> str:
+    """Stage times in ms (the W3C Server-Timing header), for clients and benchmarks."""
+    stages = [
+        ("embed", turn.embed_seconds),
+        ("recall", turn.recall_seconds),
+        ("upstream", first_byte),
+    ]
+    if total is not None:
+        stages.append(("total", total))
+    return ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in stages)

@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
-from fastapi import APIRouter, Depends, Request
-from starlette.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends
+from starlette.responses import Response
 
-from bionic_gateway.deps import tenant, upstream
-from bionic_gateway.upstream import Upstream, passthrough_headers
+from bionic_gateway.auth import Caller
+from bionic_gateway.deps import caller, models_service
+from bionic_gateway.models.service import ModelsService
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["models"])
 
 
 @router.get("/v1/models", summary="List models", response_model=None)
 async def list_models(
-    request: Request,
-    up: Annotated[Upstream, Depends(upstream)],
-    _tenant: Annotated[str, Depends(tenant)],
+    service: Annotated[ModelsService, Depends(models_service)],
+    who: Annotated[Caller, Depends(caller)],
 ) -> Response:
-    try:
-        reply = await up.client.get(up.url("models"), headers=up.headers(), timeout=5.0)
-    except httpx.HTTPError as exc:
-        log.warning("upstream /models failed (%s); answering from configuration", exc)
-    else:
-        if reply.status_code == 200:
-            return Response(reply.content, 200, passthrough_headers(reply))
-    configured: list[str] = request.app.state.settings.models
-    data: list[dict[str, Any]] = [
-        {"id": m, "object": "model", "created": int(time.time()), "owned_by": "bionicmemory"}
-        for m in configured
-    ]
-    return JSONResponse({"object": "list", "data": data})
+    return await service.listing(who)

@@ -1,0 +1,1 @@
+"""The memory management API under /v1/memories."""

@@ -1,0 +1,56 @@
+"""Prometheus metrics of the gateway (names are a contract: dashboards and alerts use them)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+SECONDS_BUCKETS = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30, 60, 120,
+)  # fmt: skip
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "bionic_gateway_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.turns = Counter(
+            "bionic_gateway_chat_turns",
+            "Chat completion turns by memory outcome (on, read_only, off, degraded) and mode",
+            ["memory", "stream"],
+            registry=registry,
+        )
+        self.stage_seconds = Histogram(
+            "bionic_gateway_stage_seconds",
+            "Time of a chat turn's stages: embed, recall, upstream_first_byte, total",
+            ["stage"],
+            buckets=SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.degraded = Counter(
+            "bionic_gateway_memory_degraded",
+            "Chat turns answered without memory, by reason (timeout or a gRPC status)",
+            ["reason"],
+            registry=registry,
+        )
+        self.queued = Counter(
+            "bionic_gateway_tasks_queued",
+            "Tasks handed to the worker, by task and outcome (queued, failed)",
+            ["task", "outcome"],
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "bionic_gateway_tokens",
+            "Tokens the upstream reported in usage, by kind (prompt, completion)",
+            ["kind"],
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "bionic_gateway_upstream_errors",
+            "Chat turns the upstream answered with an error, by status",
+            ["status"],
+            registry=registry,
+        )

@@ -1,0 +1,1 @@
+"""Everything else under /v1, relayed to the upstream."""
