@@ -126,3 +126,27 @@ async def test_a_failing_pass_fails_its_callers_and_the_batcher_goes_on() -> Non
     result = await batcher.embed(["fine"], query=False)
     await batcher.close()
     assert result.vectors[0][0] == 4
+
+
+async def test_a_lone_caller_is_not_held_for_company() -> None:
+    encoder = RecordingEncoder()
+    batcher = make(encoder, max_wait=60.0)  # would hang the test if a lone text waited
+    for text in ("one", "after", "another"):
+        result = await asyncio.wait_for(batcher.embed([text], query=False), 10)
+        assert result.batch_size == 1
+    await batcher.close()
+
+
+async def test_under_load_a_batch_waits_to_refill_to_its_last_size() -> None:
+    encoder = RecordingEncoder()
+    batcher = make(encoder, max_wait=60.0)
+    await batcher.embed([f"burst {i}" for i in range(8)], query=False)  # a pass of 8
+
+    async def late_caller(i: int) -> None:
+        await asyncio.sleep(0.005 * i)  # arrive one by one, as clients of a busy server do
+        await batcher.embed([f"caller {i}"], query=False)
+
+    # the eighth arrival completes the batch: it runs then, not after max_wait
+    await asyncio.wait_for(asyncio.gather(*(late_caller(i) for i in range(8))), 10)
+    await batcher.close()
+    assert encoder.batches[1] == [f"caller {i}" for i in range(8)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from prometheus_client import REGISTRY, start_http_server
 
@@ -13,19 +14,16 @@ from bionic_common.logs import setup_logging
 from bionic_embedder.batcher import Batcher
 from bionic_embedder.config import EmbedderSettings
 from bionic_embedder.metrics import EmbedderMetrics
-from bionic_embedder.model import EmbeddingModel
+from bionic_embedder.model import EmbeddingModel, PrecisionRefused
 from bionic_embedder.servicer import EmbedderServicer
 
 log = logging.getLogger("bionic_embedder")
 
-WARMUP_TEXTS = ["warm up", "a somewhat longer sentence to warm up the model's kernels " * 8]
-
 
 async def run(settings: EmbedderSettings) -> None:
-    model = EmbeddingModel(settings)
-    for text in WARMUP_TEXTS:  # the first forward pass is slow; pay for it before serving
-        model.encode([text])
+    model = EmbeddingModel(settings)  # loads, warms up and runs the quality gate
     metrics = EmbedderMetrics(REGISTRY)
+    metrics.describe(model)
     batcher = Batcher(
         model.encode,
         metrics,
@@ -54,7 +52,11 @@ async def run(settings: EmbedderSettings) -> None:
 def main() -> None:
     settings = EmbedderSettings()
     setup_logging("embedder", settings.log_level)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except PrecisionRefused as exc:
+        log.error("refusing to start: %s", exc)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

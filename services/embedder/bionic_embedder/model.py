@@ -12,7 +12,9 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from bionic_embedder import precision
 from bionic_embedder.config import BUNDLED_MODEL, EmbedderSettings
+from bionic_embedder.quality import GATE_SENTENCES, min_cosine
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +41,29 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+class PrecisionRefused(RuntimeError):
+    """The chosen precision's vectors are too far from fp32 (the quality gate)."""
+
+
 class EmbeddingModel:
-    """Loads a model once and encodes batches of texts; not thread-safe, use one thread."""
+    """Loads a model once and encodes batches of texts; not thread-safe, use one thread.
+
+    Start-up also runs the quality gate: the built-in sentences are embedded in fp32,
+    then in the chosen precision, and the lowest cosine between the two is checked
+    against `quality_min_cosine`. Those passes double as the warm-up.
+    """
 
     def __init__(self, settings: EmbedderSettings) -> None:
         path = resolve_model_path(settings.model)
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        if settings.model == BUNDLED_MODEL or os.path.isdir(path):
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        config = AutoConfig.from_pretrained(path, cache_dir=settings.cache_dir)
+        load = {
+            "cache_dir": settings.cache_dir,
+            # a folder (or the bundled model) never touches the network
+            "local_files_only": settings.offline or os.path.isdir(path),
+        }
+        config = AutoConfig.from_pretrained(path, **load)
         family = str(getattr(config, "model_type", ""))
         self.pooling: Pooling = (
             ("last_token" if family in LAST_TOKEN_FAMILIES else "mean")
@@ -57,10 +71,8 @@ class EmbeddingModel:
             else settings.pooling
         )
         padding_side = "left" if self.pooling == "last_token" else "right"
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            path, cache_dir=settings.cache_dir, padding_side=padding_side
-        )
-        self.model = AutoModel.from_pretrained(path, cache_dir=settings.cache_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side=padding_side, **load)
+        self.model = AutoModel.from_pretrained(path, dtype=torch.float32, **load)
         self.model.eval()
         model_limit = int(
             min(
@@ -75,15 +87,41 @@ class EmbeddingModel:
         self.model_id = settings.model
         self.dimension = int(config.hidden_size)
         self.device = "cpu"
+        self.cpu_features = precision.cpu_features(settings.hide_cpu_features)
+        self.precision = precision.choose(settings.precision, self.cpu_features)
+        self.quality_min_cosine = self._apply_precision(settings)
         log.info(
-            "loaded %s (%s, dim %d, %s pooling, max %d tokens, %d threads)",
+            "loaded %s (%s, dim %d, %s pooling, max %d tokens, %s, %d threads, cpu %s)",
             self.model_id,
             family,
             self.dimension,
             self.pooling,
             self.max_tokens,
+            self.precision,
             torch.get_num_threads(),
+            ",".join(self.cpu_features) or "-",
         )
+
+    def _apply_precision(self, settings: EmbedderSettings) -> float:
+        """Cast to the chosen precision; return its lowest cosine to fp32 (the gate)."""
+        sentences = list(GATE_SENTENCES)
+        reference = self.encode(sentences).vectors
+        if self.precision == "fp32":
+            return 1.0
+        self.model = precision.cast(self.model, self.precision)
+        lowest = min_cosine(self.encode(sentences).vectors, reference)
+        log.info("quality gate: %s vs fp32, minimum cosine %.6f", self.precision, lowest)
+        if lowest < settings.quality_min_cosine:
+            message = (
+                f"precision {self.precision} reaches a minimum cosine of {lowest:.6f} to fp32 "
+                f"on the quality-gate sentences, under the bound {settings.quality_min_cosine}; "
+                "choose another BIONIC_EMBEDDER_PRECISION, lower "
+                "BIONIC_EMBEDDER_QUALITY_MIN_COSINE, or set BIONIC_EMBEDDER_FORCE_PRECISION=true"
+            )
+            if not settings.force_precision:
+                raise PrecisionRefused(message)
+            log.warning("%s; served anyway because it is forced", message)
+        return lowest
 
     def encode(self, texts: list[str], query: bool = False) -> Encoded:
         if query and self.query_instruction:
@@ -93,9 +131,8 @@ class EmbeddingModel:
         )
         mask = batch["attention_mask"]
         with torch.inference_mode():
-            hidden = self.model(**batch).last_hidden_state
-            pooled = pool(hidden, mask, self.pooling)
-            pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
+            hidden = self.model(**batch).last_hidden_state.float()
+            pooled = torch.nn.functional.normalize(pool(hidden, mask, self.pooling), p=2, dim=1)
         return Encoded(vectors=pooled.numpy(), tokens=mask.sum(dim=1).tolist())
 
 

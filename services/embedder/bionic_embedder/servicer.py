@@ -17,6 +17,11 @@ POOLING_TO_PB = {
     "last_token": pb.POOLING_LAST_TOKEN,
     "cls": pb.POOLING_CLS,
 }
+PRECISION_TO_PB = {
+    "fp32": pb.PRECISION_FP32,
+    "bf16": pb.PRECISION_BF16,
+    "int8": pb.PRECISION_INT8,
+}
 
 
 class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
@@ -28,6 +33,10 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
             max_tokens=model.max_tokens,
             pooling=POOLING_TO_PB[model.pooling],
             device=model.device,
+            precision=PRECISION_TO_PB[model.precision],
+            cpu_features=model.cpu_features,
+            quality_min_cosine=model.quality_min_cosine,
+            query_instruction=model.query_instruction or "",
         )
         self._settings = settings
 
