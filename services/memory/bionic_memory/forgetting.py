@@ -1,0 +1,201 @@
+"""Forgetting laws fitted to the whole Ebbinghaus table, not to one point of it.
+
+A memory of strength `s` written at `t0` has strength `s * R(t - t0)` at `t`, where `R` is
+a retention curve with `R(0) = 1` that only falls. It is forgotten (archived, or deleted
+from the archive) once that strength is under its tier's threshold, at
+
+    expires_at = t0 + R⁻¹(threshold / s)
+
+which is known when the memory is written, so pruning stays one filtered delete.
+
+The original system used a single exponential through one point of the table, which
+forgets every memory of strength 1 at exactly that point's age (a cliff). The curves here:
+
+* `MultiExponential` — a sum of exponentials fitted to all seven points (the default, three
+  terms): fast early loss, then a slow tail; a stronger memory lives longer by a
+  logarithmic amount, so tiers stay bounded however much a memory is reinforced.
+* `PowerLaw` — `(1 + t/τ)^-β`: ever slower loss. Fitted to the table its exponent is
+  small (≈ 0.13), so the lifetime grows like `s^(1/β)` ≈ `s^8` and one reinforcement
+  keeps a memory for decades; offered, not the default.
+* `Exponential` — the original single point (`exponential_through`), kept for the
+  "original" preset.
+* `NoDecay` — nothing ever fades (a benchmark reference, or for users who want it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from bionic_memory.decay import DAY, MINUTE
+
+Points = Sequence[tuple[float, float]]  # (delay in seconds, retention)
+
+BISECTION_STEPS = 200
+
+
+class RetentionCurve(Protocol):
+    def retention(self, age: float) -> float:
+        """R(age): 1 at age 0, never rising."""
+
+    def age_at(self, retention: float) -> float:
+        """The age at which R falls to `retention` (0 < retention < 1); inf if never."""
+
+
+@dataclass(frozen=True, slots=True)
+class Exponential:
+    rate: float  # 1/s
+
+    def retention(self, age: float) -> float:
+        return math.exp(-self.rate * max(age, 0.0))
+
+    def age_at(self, retention: float) -> float:
+        return -math.log(retention) / self.rate
+
+
+@dataclass(frozen=True, slots=True)
+class MultiExponential:
+    """`Σ wᵢ exp(-kᵢ t)` with `Σ wᵢ = 1` and every `wᵢ, kᵢ > 0`."""
+
+    weights: tuple[float, ...]
+    rates: tuple[float, ...]  # 1/s
+
+    def __post_init__(self) -> None:
+        if len(self.weights) != len(self.rates) or not self.weights:
+            raise ValueError("a multi-exponential needs one weight per rate")
+        if min(self.weights) <= 0 or min(self.rates) <= 0:
+            raise ValueError("weights and rates must be positive")
+        if not math.isclose(sum(self.weights), 1.0, rel_tol=1e-9):
+            raise ValueError("weights must sum to 1")
+
+    def retention(self, age: float) -> float:
+        age = max(age, 0.0)
+        return sum(w * math.exp(-k * age) for w, k in zip(self.weights, self.rates, strict=True))
+
+    def age_at(self, retention: float) -> float:
+        # R is a mixture of exponentials, so it lies under its slowest one: R(t) <= e^(-k_min t)
+        # bounds the answer above; R falls monotonically, so bisection finds it.
+        low, high = 0.0, -math.log(retention) / min(self.rates)
+        for _ in range(BISECTION_STEPS):
+            middle = (low + high) / 2
+            if self.retention(middle) > retention:
+                low = middle
+            else:
+                high = middle
+            if high - low <= 1e-6 * max(high, 1.0):
+                break
+        return high
+
+
+@dataclass(frozen=True, slots=True)
+class PowerLaw:
+    """`(1 + t/scale)^-exponent`."""
+
+    scale: float  # seconds
+    exponent: float
+
+    def retention(self, age: float) -> float:
+        return (1.0 + max(age, 0.0) / self.scale) ** -self.exponent
+
+    def age_at(self, retention: float) -> float:
+        return self.scale * (retention ** (-1.0 / self.exponent) - 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class NoDecay:
+    def retention(self, age: float) -> float:
+        return 1.0
+
+    def age_at(self, retention: float) -> float:
+        return math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Forgetting:
+    """One tier's law: a retention curve and the strength under which a memory leaves."""
+
+    curve: RetentionCurve
+    threshold: float
+
+    def strength(self, s: float, t0: float, now: float) -> float:
+        return s * self.curve.retention(now - t0)
+
+    def expires_at(self, s: float, t0: float) -> float:
+        """When strength `s` set at `t0` falls under the threshold (t0 if it already is;
+        inf if it never does)."""
+        if s <= self.threshold:
+            return t0
+        return t0 + self.curve.age_at(self.threshold / s)
+
+    def reinforce(self, s: float, t0: float, now: float, amount: float = 1.0) -> float:
+        """Use it or lose it: the current strength plus `amount`, to be set at `now`."""
+        return self.strength(s, t0, now) + amount
+
+
+def exponential_through(delay: float, retention: float) -> Exponential:
+    """The original law: the exponential through one curve point, k = -ln(r)/T."""
+    if not 0 < retention < 1 or delay <= 0:
+        raise ValueError("a curve point needs 0 < retention < 1 and a positive delay")
+    return Exponential(rate=-math.log(retention) / delay)
+
+
+def log_rmse(curve: RetentionCurve, points: Points) -> float:
+    """Root mean square error of log retention over the points: the fit's quality."""
+    errors = [math.log(curve.retention(t)) - math.log(r) for t, r in points]
+    return math.sqrt(sum(e * e for e in errors) / len(errors))
+
+
+def fit_power_law(points: Points) -> PowerLaw:
+    """Least squares in log retention. For a fixed scale τ the best exponent is closed form
+    (β = -Σ xᵢ ln rᵢ / Σ xᵢ², xᵢ = ln(1 + tᵢ/τ)); τ is searched on a fine log grid."""
+    t = np.array([p[0] for p in points], dtype=np.float64)
+    y = np.log(np.array([p[1] for p in points], dtype=np.float64))
+    scales = np.logspace(-2, 7, 3000)
+    x = np.log1p(t[None, :] / scales[:, None])  # (scales, points)
+    beta = -(x @ y) / np.einsum("ij,ij->i", x, x)
+    error = ((-beta[:, None] * x - y) ** 2).sum(axis=1)
+    best = int(np.argmin(error))
+    return PowerLaw(scale=float(scales[best]), exponent=float(beta[best]))
+
+
+def fit_multi_exponential(
+    points: Points,
+    terms: int = 3,
+    fastest: float = 1 / MINUTE,
+    slowest: float = 1 / (365 * DAY),
+    grid: int = 60,
+) -> MultiExponential:
+    """Least squares in log retention over a log grid of rates: for each set of `terms`
+    rates the weights (summing to 1) are the linear least-squares solution; sets that need
+    a non-positive weight are skipped."""
+    t = np.array([p[0] for p in points], dtype=np.float64)
+    r = np.array([p[1] for p in points], dtype=np.float64)
+    rates = np.logspace(math.log10(slowest), math.log10(fastest), grid)
+    combos = np.array(list(itertools.combinations(range(grid), terms)))
+    chosen = rates[combos]  # (combos, terms)
+    basis = np.exp(-chosen[:, None, :] * t[None, :, None])  # (combos, points, terms)
+    # w_last = 1 - Σ others: least squares for the others, by batched normal equations.
+    a = basis[:, :, :-1] - basis[:, :, -1:]
+    b = r[None, :] - basis[:, :, -1]
+    gram = np.einsum("cpi,cpj->cij", a, a)
+    rhs = np.einsum("cpi,cp->ci", a, b)
+    usable = np.abs(np.linalg.det(gram)) > 1e-300
+    free = np.zeros((len(combos), terms - 1))
+    free[usable] = np.linalg.solve(gram[usable], rhs[usable][..., None])[..., 0]
+    weights = np.concatenate([free, 1.0 - free.sum(axis=1, keepdims=True)], axis=1)
+    valid = usable & (weights > 0).all(axis=1)
+    if not valid.any():
+        raise ValueError("no positive mixture of exponentials fits these points")
+    fitted = np.einsum("cpt,ct->cp", basis, weights)
+    error = np.where(
+        valid, ((np.log(np.maximum(fitted, 1e-300)) - np.log(r)) ** 2).sum(axis=1), np.inf
+    )
+    best = int(np.argmin(error))
+    return MultiExponential(
+        weights=tuple(weights[best].tolist()), rates=tuple(chosen[best].tolist())
+    )
