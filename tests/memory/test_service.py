@@ -1,38 +1,46 @@
-"""Memory logic on the real embedded Qdrant engine."""
+"""Memory logic on every backend (the congruence suite, part 2): the bionic algorithm,
+tenancy and data management, on a clock the tests control."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bionic_common.memory_types import Role, Scope, Tier
+from bionic_common.memory_types import Exported, Role, Scope, Tier
 from bionic_memory.config import MemorySettings
-from bionic_memory.decay import DAY, LONG_TERM
-from bionic_memory.service import InvalidArgument, MemoryService
+from bionic_memory.decay import DAY, LONG_TERM, MINUTE, SHORT_TERM
+from bionic_memory.errors import InvalidArgument, NotFound
+from bionic_memory.service import MemoryService
+from bionic_memory.store.base import MemoryStore
 from bionic_memory.store.edge import EdgeStore
+from tests.memory.conftest import DIM
 
-DIM = 8
 ALICE = Scope("tenant-a", "alice")
 BOB = Scope("tenant-a", "bob")
 MALLORY = Scope("tenant-b", "alice")
+T0 = 1_700_000_000.0
 
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 1_700_000_000.0
+        self.now = T0
 
     def __call__(self) -> float:
         return self.now
 
 
-def vec(i: int) -> list[float]:
+def vec(i: int, wobble: float = 0.0) -> list[float]:
     v = np.zeros(DIM, dtype=np.float32)
     v[i % DIM] = 1.0
-    v[(i + 1) % DIM] = 0.1
+    v[(i + 1) % DIM] = 0.1 + wobble
     return v.tolist()
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @pytest.fixture
@@ -41,15 +49,12 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[EdgeStore]:
-    s = EdgeStore(str(tmp_path), DIM)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def service(store: EdgeStore, clock: Clock) -> MemoryService:
+def service(store: MemoryStore, clock: Clock) -> MemoryService:
     return MemoryService(store, MemorySettings(dimension=DIM, recall_limit=3), clock=clock)
+
+
+def texts(service: MemoryService, scope: Scope, tier: Tier | None = Tier.LONG_TERM) -> list[str]:
+    return sorted(m.text for m in service.list_page(scope, 500, "", tier)[0])
 
 
 def test_recall_stores_the_message_and_returns_related_memories_oldest_first(
@@ -61,14 +66,69 @@ def test_recall_stores_the_message_and_returns_related_memories_oldest_first(
     result = service.recall(ALICE, "what about tea?", vec(0))
     assert result.stored is not None and result.stored.text == "what about tea?"
     assert result.stored.role == Role.USER and result.stored.tier == Tier.LONG_TERM
-    texts = [m.text for m in result.memories]
-    assert "tea" in texts and "what about tea?" not in texts
-    assert len(texts) == 3
+    recalled = [m.text for m in result.memories]
+    assert "tea" in recalled and "what about tea?" not in recalled
+    assert len(recalled) == 3
+    assert all(m.tier == Tier.SHORT_TERM for m in result.memories)
     assert [m.created_at for m in result.memories] == sorted(m.created_at for m in result.memories)
 
 
+def test_recall_reinforces_hits_by_their_softmax_share_and_promotes_them(
+    service: MemoryService, clock: Clock
+) -> None:
+    vectors = {"tea": vec(0), "green tea": vec(0, 0.3), "coffee": vec(1)}
+    for text, v in vectors.items():
+        service.remember(ALICE, Role.USER, text, v)
+    t1 = T0 + 2 * DAY
+    query = vec(0, 0.1)
+    service.recall(ALICE, "tea again", query, dry_run=True, now=t1)
+    assert texts(service, ALICE, Tier.SHORT_TERM) == []  # a preview changes nothing
+    service.recall(ALICE, "tea again", query, now=t1)
+    scores = {t: cosine(v, query) for t, v in vectors.items()}
+    weights = {t: math.exp(s) for t, s in scores.items()}
+    share = {t: w / sum(weights.values()) for t, w in weights.items()}
+    long_term = {m.text: m for m in service.list_page(ALICE, 50, "", Tier.LONG_TERM)[0]}
+    for text in vectors:
+        expected = LONG_TERM.strength(1.0, T0, t1) + share[text]
+        assert long_term[text].strength == pytest.approx(expected, rel=1e-4)
+        assert long_term[text].updated_at == t1
+        assert long_term[text].expires_at == pytest.approx(LONG_TERM.expires_at(expected, t1))
+    copies = {m.text: m for m in service.list_page(ALICE, 50, "", Tier.SHORT_TERM)[0]}
+    assert set(copies) == set(vectors)
+    assert copies["tea"].strength == 1.0 and copies["tea"].created_at == T0
+    assert copies["tea"].expires_at == pytest.approx(t1 + 20 * MINUTE)
+    t2 = t1 + 5 * MINUTE
+    service.recall(ALICE, "more tea", query, now=t2)
+    again = {m.text: m for m in service.list_page(ALICE, 50, "", Tier.SHORT_TERM)[0]}
+    # the 3 hits now include "tea again"; recompute its shares over the new hit set
+    hit_scores = {**scores, "tea again": 1.0}
+    total = sum(math.exp(s) for s in hit_scores.values())
+    expected_copy = SHORT_TERM.strength(1.0, t1, t2) + math.exp(scores["tea"]) / total
+    assert again["tea"].strength == pytest.approx(expected_copy, rel=1e-4)
+
+
+def test_short_term_memory_forgets_after_its_twenty_minute_point(
+    service: MemoryService, clock: Clock
+) -> None:
+    service.remember(ALICE, Role.USER, "tea", vec(0))
+    service.recall(ALICE, "tea?", vec(0), now=T0 + 1)
+    assert texts(service, ALICE, Tier.SHORT_TERM) == ["tea"]
+    almost = service.prune(now=T0 + 1 + 20 * MINUTE - 1)
+    assert almost.forgotten_short_term == 0
+    pruned = service.prune(now=T0 + 1 + 20 * MINUTE + 1)
+    assert pruned.forgotten_short_term == 1 and pruned.forgotten_long_term == 0
+    assert texts(service, ALICE, Tier.SHORT_TERM) == []
+
+
+def test_expired_memories_are_not_recalled_even_before_a_prune(service: MemoryService) -> None:
+    service.remember(ALICE, Role.USER, "old tea", vec(0))
+    later = T0 + 32 * DAY
+    assert service.search(ALICE, vec(0), now=later) == []
+    assert service.recall(ALICE, "tea?", vec(0), now=later).memories == []
+
+
 def test_same_content_reinforces_instead_of_duplicating(
-    service: MemoryService, store: EdgeStore, clock: Clock
+    service: MemoryService, clock: Clock
 ) -> None:
     first = service.recall(ALICE, "I love jasmine tea", vec(0)).stored
     clock.now += 2 * DAY
@@ -77,8 +137,7 @@ def test_same_content_reinforces_instead_of_duplicating(
     assert again.id == first.id
     assert again.created_at == first.created_at and again.updated_at == clock.now
     assert again.strength == pytest.approx(LONG_TERM.strength(1.0, first.updated_at, clock.now) + 1)
-    memories, _ = service.list_page(ALICE, 10, "", None)
-    assert len(memories) == 1
+    assert texts(service, ALICE) == ["I love jasmine tea"]
 
 
 def test_an_idempotency_key_applies_a_write_once(service: MemoryService, clock: Clock) -> None:
@@ -91,14 +150,44 @@ def test_an_idempotency_key_applies_a_write_once(service: MemoryService, clock: 
     assert third.strength > again.current_strength
 
 
+def test_a_reply_reinforces_what_it_relates_to_once_per_key(service: MemoryService) -> None:
+    service.remember(ALICE, Role.USER, "tea", vec(0))
+    later = T0 + DAY
+    for _ in range(2):
+        service.remember(
+            ALICE, Role.ASSISTANT, "tea is nice", vec(0), {}, "k", reinforce_related=True, now=later
+        )
+    (tea,) = [m for m in service.list_page(ALICE, 50, "", Tier.LONG_TERM)[0] if m.text == "tea"]
+    assert tea.strength == pytest.approx(LONG_TERM.strength(1.0, T0, later) + 1.0)  # share 1
+    assert texts(service, ALICE, Tier.SHORT_TERM) == ["tea"]
+
+
+def test_pinned_memories_never_cool_or_expire(service: MemoryService) -> None:
+    pinned, _ = service.remember(ALICE, Role.USER, "my name is Achen", vec(2), pinned=True)
+    assert pinned.expires_at is None
+    far = T0 + 3650 * DAY
+    assert service.prune(now=far).forgotten_long_term == 0
+    assert service.get(ALICE, pinned.id, now=far).current_strength == 1.0
+    unpinned = service.update(ALICE, pinned.id, pinned=False, now=far)
+    assert unpinned.expires_at == pytest.approx(LONG_TERM.expires_at(1.0, far))
+    assert service.prune(now=far + 32 * DAY).forgotten_long_term == 1
+
+
 def test_scopes_never_see_each_other(service: MemoryService) -> None:
-    service.recall(ALICE, "alice's secret", vec(0))
+    secret, _ = service.remember(ALICE, Role.USER, "alice's secret", vec(0))
     service.recall(MALLORY, "mallory's note", vec(0))
     assert [m.text for m in service.recall(BOB, "secret?", vec(0)).memories] == []
     assert [m.text for m in service.recall(MALLORY, "secret?", vec(0)).memories] == [
         "mallory's note"
     ]
-    assert [m.text for m in service.list_page(BOB, 10, "", None)[0]] == ["secret?"]
+    assert texts(service, BOB) == ["secret?"]
+    for intruder in (BOB, MALLORY):
+        with pytest.raises(NotFound):
+            service.get(intruder, secret.id)
+        with pytest.raises(NotFound):
+            service.update(intruder, secret.id, pinned=True)
+        assert not service.delete(intruder, secret.id)
+    assert service.get(ALICE, secret.id).text == "alice's secret"
 
 
 def test_list_pages_with_a_cursor_that_only_its_owner_can_use(service: MemoryService) -> None:
@@ -117,39 +206,166 @@ def test_list_pages_with_a_cursor_that_only_its_owner_can_use(service: MemorySer
     assert sorted(seen) == [f"fact {i}" for i in range(7)]
 
 
+def test_update_edits_text_with_its_vector_and_merges_metadata(service: MemoryService) -> None:
+    memory, _ = service.remember(ALICE, Role.USER, "I like tea", vec(0), {"a": 1, "b": 2})
+    service.recall(ALICE, "tea?", vec(0))
+    with pytest.raises(InvalidArgument, match="vector"):
+        service.update(ALICE, memory.id, text="I like coffee")
+    edited = service.update(
+        ALICE, memory.id, text="I like coffee", vector=vec(5), metadata={"b": None, "c": 3}
+    )
+    assert edited.text == "I like coffee" and edited.metadata == {"a": 1, "c": 3}
+    assert service.search(ALICE, vec(5), limit=1)[0].id == memory.id
+    assert texts(service, ALICE, Tier.SHORT_TERM) == []  # the stale copy went with the edit
+
+
+def test_a_summary_becomes_what_recall_matches(service: MemoryService) -> None:
+    memory, _ = service.remember(ALICE, Role.ASSISTANT, "a long story " * 50, vec(0))
+    summarised = service.set_summary(
+        ALICE, memory.id, "a story", vec(4), metadata={"summary": "llm"}
+    )
+    assert summarised.summary == "a story" and summarised.text == memory.text
+    assert summarised.metadata == {"summary": "llm"}
+    assert service.search(ALICE, vec(4), limit=1)[0].id == memory.id
+
+
+def test_delete_and_forget_user_cover_both_tiers(service: MemoryService) -> None:
+    tea, _ = service.remember(ALICE, Role.USER, "tea", vec(0))
+    service.recall(ALICE, "tea?", vec(0))
+    service.recall(BOB, "bob's tea", vec(0))
+    assert service.delete(ALICE, tea.id) and not service.delete(ALICE, tea.id)
+    assert texts(service, ALICE, None) == ["tea?"]
+    assert service.forget_user(ALICE) == 1
+    assert texts(service, ALICE, None) == [] and texts(service, BOB, None) == ["bob's tea"]
+
+
+def test_export_and_import_keep_times_strengths_and_metadata(
+    service: MemoryService, clock: Clock
+) -> None:
+    service.remember(ALICE, Role.USER, "tea", vec(0), {"dia_id": "D1:1"})
+    clock.now += DAY
+    service.recall(ALICE, "tea?", vec(0))
+    exported: list[Exported] = []
+    offset = None
+    while True:
+        page, offset = service.export_page(ALICE, offset)
+        exported += page
+        if offset is None:
+            break
+    assert len(exported) == 3  # two long-term memories and one short-term copy
+    assert service.import_batch(ALICE, exported) == (0, 3)  # already there
+    assert service.import_batch(MALLORY, exported) == (3, 0)  # ids held elsewhere: new ids
+    before = {(m.memory.text, m.memory.tier): m.memory for m in exported}
+    after = {(m.text, m.tier): m for m in service.list_page(MALLORY, 50, "", None)[0]}
+    assert set(after) == set(before)
+    for key, original in before.items():
+        copy = after[key]
+        assert copy.id != original.id and copy.scope == MALLORY
+        assert (copy.created_at, copy.updated_at, copy.strength) == (
+            original.created_at,
+            original.updated_at,
+            original.strength,
+        )
+        assert copy.metadata == original.metadata and copy.expires_at == original.expires_at
+    assert texts(service, ALICE, None) == ["tea", "tea", "tea?"]
+
+
+def test_an_import_is_checked_whole_before_anything_is_written(service: MemoryService) -> None:
+    memory, _ = service.remember(ALICE, Role.USER, "tea", vec(0))
+    good = Exported(memory, vec(0))
+    bad = Exported(memory, [1.0] * (DIM + 1))
+    with pytest.raises(InvalidArgument, match="item 1"):
+        service.import_batch(BOB, [good, bad])
+    assert texts(service, BOB, None) == []
+
+
+def test_stats_count_tiers_and_show_the_next_expiries(service: MemoryService) -> None:
+    service.remember(ALICE, Role.USER, "tea", vec(0))
+    service.remember(ALICE, Role.USER, "pinned", vec(1), pinned=True)
+    service.recall(ALICE, "tea?", vec(0), now=T0 + 10)
+    stats = {s.tier: s for s in service.stats(ALICE, now=T0 + 10)}
+    ltm, stm = stats[Tier.LONG_TERM], stats[Tier.SHORT_TERM]
+    assert (ltm.count, ltm.pinned, stm.count) == (3, 1, 2)
+    assert stm.next_expiries[0] == pytest.approx(T0 + 10 + 20 * MINUTE)
+    assert len(ltm.next_expiries) == 2  # the pinned one never expires
+    assert ltm.strength_max > 1.0 and stats[Tier.ARCHIVE].count == 0
+
+
+def test_list_scopes_names_every_scope_with_memories(service: MemoryService) -> None:
+    for scope in (ALICE, BOB, MALLORY):
+        service.remember(scope, Role.USER, "hi", vec(0))
+    assert sorted(service.list_scopes(), key=str) == sorted([ALICE, BOB, MALLORY], key=str)
+    assert sorted(service.list_scopes("tenant-a"), key=str) == sorted([ALICE, BOB], key=str)
+
+
+def test_near_duplicates_are_found_and_merged_for_good(service: MemoryService) -> None:
+    a, _ = service.remember(ALICE, Role.USER, "I love tea", vec(0), {"x": 1})
+    b, _ = service.remember(ALICE, Role.USER, "I really love tea", vec(0, 0.01), {"y": 2})
+    c, _ = service.remember(ALICE, Role.USER, "cats", vec(3))
+    foreign, _ = service.remember(BOB, Role.USER, "I love tea", vec(0))
+    service.remember(ALICE, Role.USER, "I love tea", vec(0), now=T0 + 60)  # a is strongest
+    clusters, scanned = service.scan_for_suppression(ALICE)
+    assert scanned == 3
+    assert [(cl.representative_id, cl.member_ids) for cl in clusters] == [(a.id, [b.id])]
+    now = T0 + DAY
+    expected = service.get(ALICE, a.id, now=now).current_strength + (
+        service.get(ALICE, b.id, now=now).current_strength
+    )
+    merged = service.merge(ALICE, a.id, [b.id, foreign.id], now=now)
+    assert merged.strength == pytest.approx(expected)
+    assert merged.metadata == {"x": 1, "y": 2} and merged.source_ids == [b.id]
+    assert service.get(BOB, foreign.id).text == "I love tea"
+    again = service.merge(ALICE, a.id, [b.id], now=now)
+    assert again.strength == merged.strength
+    assert texts(service, ALICE) == ["I love tea", "cats"]
+
+
+def test_time_is_injectable_per_request(service: MemoryService) -> None:
+    memory, _ = service.remember(ALICE, Role.USER, "history", vec(0), now=1_000_000.0)
+    assert memory.created_at == 1_000_000.0
+    assert service.get(ALICE, memory.id, now=1_000_000.0 + DAY).current_strength == pytest.approx(
+        LONG_TERM.strength(1.0, 0, DAY)
+    )
+    with pytest.raises(InvalidArgument, match="now"):
+        service.remember(ALICE, Role.USER, "x", vec(0), now=float("nan"))
+
+
 def test_a_dry_run_recalls_without_storing(service: MemoryService) -> None:
     service.recall(ALICE, "tea", vec(0))
     preview = service.recall(ALICE, "tea?", vec(0), dry_run=True)
     assert preview.stored is None and [m.text for m in preview.memories] == ["tea"]
-    assert len(service.list_page(ALICE, 10, "", None)[0]) == 1
+    assert texts(service, ALICE, None) == ["tea"]
 
 
-@pytest.mark.parametrize(
-    ("scope", "text", "vector", "message"),
-    [
-        (Scope("", "u"), "x", vec(0), "scope"),
-        (ALICE, "   ", vec(0), "empty"),
-        (ALICE, "x" * 100_001, vec(0), "characters"),
-        (ALICE, "x", [1.0] * (DIM + 1), "dimensions"),
-        (ALICE, "x", [float("nan")] + [1.0] * (DIM - 1), "non-finite"),
-        (ALICE, "x", [0.0] * DIM, "zeros"),
-    ],
-)
-def test_bad_input_is_refused_and_changes_nothing(
-    service: MemoryService, scope: Scope, text: str, vector: list[float], message: str
-) -> None:
+BAD_INPUT = [
+    (Scope("", "u"), "x", vec(0), "scope"),
+    (Scope("t", "u\x00"), "x", vec(0), "control"),
+    (ALICE, "   ", vec(0), "empty"),
+    (ALICE, "x" * 1_000_000, vec(0), "characters"),
+    (ALICE, "x", [1.0] * (DIM + 1), "dimensions"),
+    (ALICE, "x", [float("nan")] + [1.0] * (DIM - 1), "non-finite"),
+    (ALICE, "x", [0.0] * DIM, "zeros"),
+]
+
+
+def test_bad_input_is_refused_and_changes_nothing(service: MemoryService) -> None:
     service.recall(ALICE, "kept", vec(0))
-    with pytest.raises(InvalidArgument, match=message):
-        service.recall(scope, text, vector)
-    assert [m.text for m in service.list_page(ALICE, 10, "", None)[0]] == ["kept"]
+    for scope, text, vector, message in BAD_INPUT:
+        with pytest.raises(InvalidArgument, match=message):
+            service.recall(scope, text, vector)
+        with pytest.raises(InvalidArgument, match=message):
+            service.remember(scope, Role.USER, text, vector)
+    assert texts(service, ALICE, None) == ["kept"]
 
 
-def test_a_forged_page_token_is_refused(service: MemoryService) -> None:
+def test_a_forged_page_token_or_id_is_refused(service: MemoryService) -> None:
     with pytest.raises(InvalidArgument):
         service.list_page(ALICE, 3, "not-a-token", None)
+    with pytest.raises(InvalidArgument, match="UUID"):
+        service.get(ALICE, "../etc/passwd")
 
 
-def test_memories_survive_reopening_the_store(tmp_path: Path, clock: Clock) -> None:
+def test_memories_survive_reopening_the_edge_store(tmp_path: Path, clock: Clock) -> None:
     settings = MemorySettings(dimension=DIM)
     store = EdgeStore(str(tmp_path), DIM)
     MemoryService(store, settings, clock).remember(ALICE, Role.USER, "persisted", vec(2))

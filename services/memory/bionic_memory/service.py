@@ -29,8 +29,8 @@ from bionic_common.memory_types import (
 )
 from bionic_memory.clusters import near_duplicate_groups
 from bionic_memory.config import MemorySettings
-from bionic_memory.decay import Cooling
 from bionic_memory.errors import InvalidArgument, NotFound
+from bionic_memory.forgetting import tier_laws
 from bionic_memory.recall import (
     Candidate,
     RecallParams,
@@ -48,6 +48,8 @@ from bionic_memory.records import (
     scope_key,
     short_term_id,
 )
+from bionic_memory.relevance import relevance_first
+from bionic_memory.salience import initial_strength
 from bionic_memory.store.base import MemoryStore, Point, Where
 from bionic_memory.validation import Validator
 
@@ -72,15 +74,9 @@ class MemoryService:
         self._settings = settings
         self._clock = clock
         self._check = Validator(settings)
-        long_term = Cooling.from_curve_point(settings.long_term_delay, settings.long_term_retention)
-        # Archived memories keep cooling at the long-term rate.
-        self._cooling = {
-            Tier.LONG_TERM: long_term,
-            Tier.SHORT_TERM: Cooling.from_curve_point(
-                settings.short_term_delay, settings.short_term_retention
-            ),
-            Tier.ARCHIVE: long_term,
-        }
+        # Each tier's forgetting law (forgetting.py); archived memories keep cooling along
+        # the long-term curve.
+        self._cooling = tier_laws(settings)
         self._params = RecallParams(
             limit=settings.recall_limit,
             retrieval_multiplier=settings.retrieval_multiplier,
@@ -121,6 +117,8 @@ class MemoryService:
                     scope, Role.USER, text, vector, metadata or {}, "", False, now
                 )
             hits = self._related(scope, vector, stored, params, now)
+            if self._settings.archive:
+                hits = self._with_recognised(scope, vector, hits, params, now)
             short_term = self._store.search(
                 self._where(scope, Tier.SHORT_TERM, alive_at=now),
                 vector,
@@ -140,7 +138,10 @@ class MemoryService:
             )
             for point, score in scored.values()
         ]
-        chosen = recall_selection(candidates, params)
+        if self._settings.selection == "relevance_first":
+            chosen = relevance_first(candidates, limit, self._settings.strength_weight)
+        else:
+            chosen = recall_selection(candidates, params)
         memories = [self._memory(c.item, now, c.score, strength=c.strength) for c in chosen]
         return Recall(stored=stored, memories=memories)
 
@@ -161,6 +162,32 @@ class MemoryService:
             params.long_term_candidates,
             with_vector=True,
         )
+
+    def _with_recognised(
+        self,
+        scope: Scope,
+        vector: Sequence[float],
+        hits: list[tuple[Point, float]],
+        params: RecallParams,
+        now: float,
+    ) -> list[tuple[Point, float]]:
+        """Long-term hits joined by archived memories the message cues strongly
+        (cosine >= archive_min_score): recognition without recall. They compete on
+        relevance alone; reinforcing one brings it back into long-term memory."""
+        archived = [
+            (point, score)
+            for point, score in self._store.search(
+                self._where(scope, Tier.ARCHIVE, alive_at=now),
+                vector,
+                params.long_term_candidates,
+                with_vector=True,
+            )
+            if score >= self._settings.archive_min_score
+        ]
+        if not archived:
+            return hits
+        merged = sorted([*hits, *archived], key=lambda hit: hit[1], reverse=True)
+        return merged[: params.long_term_candidates]
 
     def _promote(
         self, hits: list[tuple[Point, float]], params: RecallParams, now: float, write: bool
@@ -254,13 +281,14 @@ class MemoryService:
             keys: list[str] = list(point.payload.get("op_keys", []))
             if key and key in keys:
                 return self._memory(point, now), False, False
-            fields: dict[str, Any] = {
-                "metadata": {**point.payload.get("metadata", {}), **metadata},
-                "pinned": point.payload["pinned"] or pinned,
-            }
+            fields = self._reinforced(point.payload, 1.0, now)
+            fields.update(
+                metadata={**point.payload.get("metadata", {}), **metadata},
+                pinned=point.payload["pinned"] or pinned,
+            )
+            fields["expires_at"] = self._expiry({**point.payload, **fields})
             if key:
                 fields["op_keys"] = [*keys, key][-MAX_OP_KEYS:]
-            fields.update(self._reinforced({**point.payload, **fields}, 1.0, now))
             self._store.set_payload(point.id, fields)
             point.payload.update(fields)
             return self._memory(point, now), False, True
@@ -274,7 +302,7 @@ class MemoryService:
             "content_hash": digest,
             "created_at": now,
             "updated_at": now,
-            "strength": 1.0,
+            "strength": initial_strength(text, self._settings.salience_gain),
             "pinned": pinned,
             "metadata": metadata,
             "source_ids": [],
@@ -528,16 +556,30 @@ class MemoryService:
         """Forget every memory whose strength fell under its tier's threshold by `now`:
         one filtered delete per tier on the indexed expires_at."""
         now = self._now(now)
+        tiers = [tier] if tier else list(Tier)
+        archived = 0
+        if self._settings.archive and Tier.LONG_TERM in tiers:
+            archived = self._archive_expired(now)
         forgotten = {
-            t: self._store.delete_where(Where(tier=t.value, expires_before=now))
-            for t in ([tier] if tier else list(Tier))
+            t: self._store.delete_where(Where(tier=t.value, expires_before=now)) for t in tiers
         }
         return Pruned(
             forgotten_long_term=forgotten.get(Tier.LONG_TERM, 0),
             forgotten_short_term=forgotten.get(Tier.SHORT_TERM, 0),
-            archived=0,
+            archived=archived,
             forgotten_archive=forgotten.get(Tier.ARCHIVE, 0),
         )
+
+    def _archive_expired(self, now: float) -> int:
+        """Move long-term memories that expired by `now` into the archive, where they cool
+        on along the same curve down to the archive's threshold. The cost grows with what
+        is archived, not with what is kept."""
+        expired = self._scan(Where(tier=Tier.LONG_TERM.value, expires_before=now), False)
+        for point in expired:
+            fields: dict[str, Any] = {"tier": Tier.ARCHIVE.value}
+            fields["expires_at"] = self._expiry({**point.payload, **fields})
+            self._store.set_payload(point.id, fields)
+        return len(expired)
 
     def list_scopes(self, tenant: str = "") -> list[Scope]:
         """Every scope that holds memories (of one tenant, if given)."""
@@ -666,7 +708,12 @@ class MemoryService:
 
     def _reinforced(self, payload: dict[str, Any], amount: float, now: float) -> dict[str, Any]:
         """The fields that reinforce a memory by `amount` at `now`: s <- s(now) + amount."""
-        fields = {"strength": self._current(payload, now) + amount, "updated_at": now}
+        fields: dict[str, Any] = {
+            "strength": self._current(payload, now) + amount,
+            "updated_at": now,
+        }
+        if payload["tier"] == Tier.ARCHIVE.value:  # recognised: back into long-term memory
+            fields["tier"] = Tier.LONG_TERM.value
         fields["expires_at"] = self._expiry({**payload, **fields})
         return fields
 
