@@ -12,9 +12,16 @@ PROTO_STAMP := $(PROTO_OUT)/bionic/.generated
 NODE_E2E := tests/e2e/node
 NODE_STAMP := $(NODE_E2E)/node_modules/.installed
 
-.PHONY: install proto up test test-all lint fmt bench clean
+.PHONY: install tools proto up test test-all lint fmt bench clean
 
-install: $(STAMP) $(PROTO_STAMP) $(NODE_STAMP)
+install: $(STAMP) $(PROTO_STAMP) $(NODE_STAMP) tools
+
+# promtool, from Debian's prometheus package, checks deploy/prometheus (tests/deploy).
+tools:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+		|| echo "promtool is missing and cannot be installed here: its checks will be skipped"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

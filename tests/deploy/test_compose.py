@@ -7,6 +7,7 @@ the launcher's plan and the services' settings classes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from importlib import resources
@@ -156,7 +157,7 @@ def test_published_ports_and_healthchecks_are_the_services_own(
 ) -> None:
     for name, svc in app_services.items():
         ports = {v for k, v in svc["environment"].items() if k.endswith("PORT")}
-        ports |= {v for k, v in zip(svc["command"], svc["command"][1:]) if k == "--port"}
+        ports |= {v for k, v in itertools.pairwise(svc["command"]) if k == "--port"}
         for published in svc.get("ports", []):
             container_port = str(published).rsplit(":", 1)[-1]
             assert container_port in ports, f"{name} publishes {container_port}, serves {ports}"
