@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bionic_memory.decay import EBBINGHAUS_CURVE
@@ -25,7 +25,48 @@ class MemorySettings(BaseSettings):
     qdrant_collection: str = Field("memories", description="Collection of the qdrant backend")
     dimension: int = Field(384, ge=1, description="Vector size; must match the embedder")
 
-    # The bionic algorithm; defaults are the original system's.
+    # The bionic algorithm. `preset` fills every field below that is not set explicitly:
+    # "default" is the measured default (docs/benchmarks.md), "original" the original
+    # system's algorithm exactly (DESIGN.md section 2; PRESETS in presets.py).
+    preset: Literal["default", "original"] = Field(
+        "default", description="default: measured defaults; original: the original algorithm"
+    )
+    selection: Literal["relevance_first", "original"] = Field(
+        "relevance_first",
+        description="relevance_first: slots go by relevance (strength breaks near-ties); "
+        "original: cluster suppression, then half by relevance and the rest by strength",
+    )
+    strength_weight: float = Field(
+        0.0, ge=0, description="relevance_first: score bonus per ln(1 + current strength)"
+    )
+    forgetting_curve: Literal["multi_exponential", "power_law", "exponential", "none"] = Field(
+        "multi_exponential",
+        description="Long-term and archive cooling: a sum of exponentials or a power law "
+        "fitted to the whole Ebbinghaus table, the original single exponential through the "
+        "long-term curve point, or none",
+    )
+    curve_terms: int = Field(3, ge=1, le=4, description="Exponentials in the fitted curve")
+    long_term_threshold: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="Fitted curves: long-term strength under which a "
+        "memory leaves long-term memory (exponential: long_term_retention)",
+    )
+    archive: bool = Field(
+        True,
+        description="Move forgotten long-term memories to a cold archive instead of "
+        "deleting them; archived memories are recalled only on a strong cue",
+    )
+    archive_threshold: float = Field(
+        0.01, gt=0, lt=1, description="Strength under which an archived memory is deleted"
+    )
+    archive_min_score: float = Field(
+        0.5, ge=-1, le=1, description="Cosine an archived memory needs to be recalled"
+    )
+    salience_gain: float = Field(
+        1.0, ge=0, description="A new memory starts at 1 + gain * salience of its text (0..1)"
+    )
     recall_limit: int = Field(7, ge=1, le=100, description="Memories recalled per turn")
     max_recall_limit: int = Field(100, ge=1, description="Largest limit a request may ask")
     retrieval_multiplier: int = Field(
@@ -62,3 +103,12 @@ class MemorySettings(BaseSettings):
     store_threads: int = Field(8, ge=1, description="Threads doing blocking store work")
     grace_seconds: float = 5.0
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _apply_preset(self) -> MemorySettings:
+        from bionic_memory.presets import PRESETS
+
+        for name, value in PRESETS[self.preset].items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)
+        return self

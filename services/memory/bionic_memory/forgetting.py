@@ -32,7 +32,10 @@ from typing import Protocol
 
 import numpy as np
 
-from bionic_memory.decay import DAY, MINUTE
+from bionic_common.memory_types import Tier
+from bionic_memory.config import MemorySettings
+from bionic_memory.decay import DAY, EBBINGHAUS_CURVE, MINUTE, Cooling
+from bionic_memory.records import NEVER
 
 Points = Sequence[tuple[float, float]]  # (delay in seconds, retention)
 
@@ -100,10 +103,10 @@ class PowerLaw:
     exponent: float
 
     def retention(self, age: float) -> float:
-        return (1.0 + max(age, 0.0) / self.scale) ** -self.exponent
+        return float((1.0 + max(age, 0.0) / self.scale) ** -self.exponent)
 
     def age_at(self, retention: float) -> float:
-        return self.scale * (retention ** (-1.0 / self.exponent) - 1.0)
+        return self.scale * (float(retention ** (-1.0 / self.exponent)) - 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,17 @@ class NoDecay:
 
     def age_at(self, retention: float) -> float:
         return math.inf
+
+
+class Law(Protocol):
+    """What the service needs of a tier's forgetting law (`Cooling` and `Forgetting`)."""
+
+    @property
+    def threshold(self) -> float: ...
+
+    def strength(self, s: float, t0: float, now: float) -> float: ...
+
+    def expires_at(self, s: float, t0: float) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +141,10 @@ class Forgetting:
 
     def expires_at(self, s: float, t0: float) -> float:
         """When strength `s` set at `t0` falls under the threshold (t0 if it already is;
-        inf if it never does)."""
+        NEVER if it never does)."""
         if s <= self.threshold:
             return t0
-        return t0 + self.curve.age_at(self.threshold / s)
+        return min(t0 + self.curve.age_at(self.threshold / s), NEVER)
 
     def reinforce(self, s: float, t0: float, now: float, amount: float = 1.0) -> float:
         """Use it or lose it: the current strength plus `amount`, to be set at `now`."""
@@ -199,3 +213,36 @@ def fit_multi_exponential(
     return MultiExponential(
         weights=tuple(weights[best].tolist()), rates=tuple(chosen[best].tolist())
     )
+
+
+def long_term_curve(settings: MemorySettings) -> RetentionCurve:
+    """The curve long-term and archived memories cool along, as the settings choose."""
+    if settings.forgetting_curve == "none":
+        return NoDecay()
+    if settings.forgetting_curve == "power_law":
+        return fit_power_law(EBBINGHAUS_CURVE)
+    if settings.forgetting_curve == "multi_exponential":
+        return fit_multi_exponential(EBBINGHAUS_CURVE, terms=settings.curve_terms)
+    return exponential_through(settings.long_term_delay, settings.long_term_retention)
+
+
+def tier_laws(settings: MemorySettings) -> dict[Tier, Law]:
+    """Each tier's law. Short-term memory keeps the original exponential through its curve
+    point. The original long-term law forgets at its point's retention; a fitted curve at
+    `long_term_threshold`. The archive cools along the same curve down to
+    `archive_threshold`."""
+    curve = long_term_curve(settings)
+    long_term = Forgetting(
+        curve,
+        settings.long_term_retention
+        if settings.forgetting_curve == "exponential"
+        else settings.long_term_threshold,
+    )
+    short_term: Law = Cooling.from_curve_point(
+        settings.short_term_delay, settings.short_term_retention
+    )
+    return {
+        Tier.LONG_TERM: long_term,
+        Tier.SHORT_TERM: short_term,
+        Tier.ARCHIVE: Forgetting(curve, min(settings.archive_threshold, long_term.threshold)),
+    }
