@@ -74,7 +74,7 @@ def test_prune_removes_exactly_the_memories_whose_strength_fell_under_the_thresh
     with tempfile.TemporaryDirectory() as folder:
         store = EdgeStore(folder, 4)
         try:
-            service = MemoryService(store, MemorySettings(dimension=4))
+            service = MemoryService(store, MemorySettings(preset="original", dimension=4))
             for index, dt, pin in history:
                 now += dt
                 text = f"memory {index}"

@@ -50,7 +50,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def service(store: MemoryStore, clock: Clock) -> MemoryService:
-    return MemoryService(store, MemorySettings(dimension=DIM, recall_limit=3), clock=clock)
+    return MemoryService(
+        store, MemorySettings(preset="original", dimension=DIM, recall_limit=3), clock=clock
+    )
 
 
 def texts(service: MemoryService, scope: Scope, tier: Tier | None = Tier.LONG_TERM) -> list[str]:
@@ -366,7 +368,7 @@ def test_a_forged_page_token_or_id_is_refused(service: MemoryService) -> None:
 
 
 def test_memories_survive_reopening_the_edge_store(tmp_path: Path, clock: Clock) -> None:
-    settings = MemorySettings(dimension=DIM)
+    settings = MemorySettings(preset="original", dimension=DIM)
     store = EdgeStore(str(tmp_path), DIM)
     MemoryService(store, settings, clock).remember(ALICE, Role.USER, "persisted", vec(2))
     store.close()
