@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from bionic_common.memory_types import Scope
 from bionic_memory.config import MemorySettings
 from bionic_memory.errors import InvalidArgument
@@ -41,9 +43,10 @@ class Validator:
             raise InvalidArgument(
                 f"vector has {len(vector)} dimensions; this store holds {self._settings.dimension}"
             )
-        if not all(math.isfinite(x) for x in vector):
+        values = np.asarray(vector, dtype=np.float64)
+        if not np.isfinite(values).all():
             raise InvalidArgument("vector has a non-finite value")
-        if not any(vector):
+        if not values.any():
             raise InvalidArgument("vector is all zeros")
 
     def metadata(self, metadata: dict[str, Any]) -> None:

@@ -1,0 +1,270 @@
+"""Memory service at scale on the edge backend: ingest, Recall latency, Prune, memory.
+
+    .venv/bin/python bench/memory_scale.py                       # 1,000,000 x 384 over 10,000 users
+    .venv/bin/python bench/memory_scale.py --memories 200000 --users 2000
+
+Everything runs in-process on `MemoryService` (no gRPC, no embedding): vectors are random
+unit vectors, so the numbers are the memory service's own cost. Stages:
+
+* ingest — memories of `--users` users arrive through Import's logic in batches; for
+  reference, the same run times single Remember writes (dedupe lookup + upsert each);
+* recall — `--recalls` Recall calls (store the message, search long-term memory, reinforce
+  and promote 14 hits, search short-term memory, cluster suppression) for random users;
+  plain filtered top-7 Search is the same-run baseline;
+* prune — `--expired` of the memories were last reinforced 40 days before the clock, so
+  one Prune forgets exactly them; the same-run baseline is counting them with the index;
+* resident memory — the process RSS growth from the empty store to the full one.
+
+The results go to the memory-scale section of docs/benchmarks.md (and --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from report import Table, replace_section
+
+from bionic_common.memory_types import Exported, Memory, Role, Scope, Tier
+from bionic_memory.config import MemorySettings
+from bionic_memory.forgetting import tier_laws
+from bionic_memory.service import MemoryService
+from bionic_memory.store.base import Where
+from bionic_memory.store.edge import EdgeStore
+
+log = logging.getLogger("memory_scale")
+ROOT = Path(__file__).resolve().parents[1]
+NOW = 1_800_000_000.0
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    v = rng.standard_normal((n, dim), dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def ingest(
+    service: MemoryService, rng: np.random.Generator, args: argparse.Namespace, lifetime: float
+) -> dict[str, float]:
+    """Each Import call carries one user's history (`--memories / --users` memories);
+    every `memories / expired`-th memory was last reinforced 1.5 lifetimes ago (so it is
+    expired now), the others within the last half lifetime."""
+    per_user = args.memories // args.users
+    expired_every = args.memories // args.expired if args.expired else 0
+    started = time.perf_counter()
+    written = 0
+    for user in range(args.users):
+        scope = Scope("bench", f"user-{user}")
+        vectors = unit_vectors(rng, per_user, args.dimension).tolist()
+        ages = rng.uniform(0, lifetime / 2, per_user)
+        items = []
+        for j in range(per_user):
+            i = user * per_user + j
+            old = bool(expired_every) and i % expired_every == 0
+            t = NOW - (1.5 * lifetime if old else float(ages[j]))
+            memory = Memory(
+                id="",
+                scope=scope,
+                role=Role.USER if j % 2 else Role.ASSISTANT,
+                tier=Tier.LONG_TERM,
+                text=f"memory {j} of user {user}: something worth remembering",
+                created_at=t,
+                updated_at=t,
+                strength=1.0,
+                metadata={"i": i},
+            )
+            items.append(Exported(memory, vectors[j]))
+        imported, _ = service.import_batch(scope, items)
+        written += imported
+        if user % 500 == 0:
+            log.info("ingested %d / %d", written, args.memories)
+    seconds = time.perf_counter() - started
+    return {
+        "memories": written,
+        "seconds": seconds,
+        "per_second": written / seconds,
+        "per_user": per_user,
+    }
+
+
+def single_writes(
+    service: MemoryService, rng: np.random.Generator, args: argparse.Namespace
+) -> float:
+    vectors = unit_vectors(rng, args.single_writes, args.dimension).tolist()
+    started = time.perf_counter()
+    for i, v in enumerate(vectors):
+        scope = Scope("bench", f"user-{i % args.users}")
+        service.remember(scope, Role.USER, f"single write {i}", v, now=NOW)
+    return args.single_writes / (time.perf_counter() - started)
+
+
+def latencies(
+    service: MemoryService, rng: np.random.Generator, args: argparse.Namespace
+) -> dict[str, Any]:
+    queries = unit_vectors(rng, args.recalls, args.dimension).tolist()
+    users = rng.integers(0, args.users, args.recalls)
+    recall_ms, search_ms, recalled = [], [], []
+    for n, (user, query) in enumerate(zip(users.tolist(), queries, strict=True)):
+        scope = Scope("bench", f"user-{user}")
+        started = time.perf_counter()
+        service.search(scope, query, limit=7, now=NOW + n)
+        search_ms.append((time.perf_counter() - started) * 1e3)
+        started = time.perf_counter()
+        result = service.recall(scope, f"question {n}", query, now=NOW + n)
+        recall_ms.append((time.perf_counter() - started) * 1e3)
+        recalled.append(len(result.memories))
+    return {
+        "recall_p50_ms": percentile(recall_ms, 50),
+        "recall_p99_ms": percentile(recall_ms, 99),
+        "search_p50_ms": percentile(search_ms, 50),
+        "search_p99_ms": percentile(search_ms, 99),
+        "mean_recalled": statistics.fmean(recalled),
+    }
+
+
+def prune(service: MemoryService, store: EdgeStore) -> dict[str, float]:
+    """One Prune at NOW of long-term memory (forgotten or, with the archive, archived)."""
+    started = time.perf_counter()
+    expired = store.count(Where(tier=Tier.LONG_TERM.value, expires_before=NOW))
+    count_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    pruned = service.prune(now=NOW, tier=Tier.LONG_TERM)
+    seconds = time.perf_counter() - started
+    return {
+        "expired": expired,
+        "forgotten": pruned.forgotten_long_term,
+        "archived": pruned.archived,
+        "seconds": seconds,
+        "count_seconds": count_seconds,
+    }
+
+
+def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
+    ingest_, lat, pruned = results["ingest"], results["latency"], results["prune"]
+    per_million = results["rss_growth_bytes"] / results["ingest"]["memories"] * 1e6 / 2**30
+    table = Table(["measure", "result", "target", "same-run reference"])
+    table.add(
+        [
+            "Recall p99 (p50), excluding embedding",
+            f"{lat['recall_p99_ms']:.1f} ms ({lat['recall_p50_ms']:.1f} ms)",
+            "≤ 15 ms",
+            f"plain filtered top-7 Search p99 {lat['search_p99_ms']:.2f} ms "
+            f"(p50 {lat['search_p50_ms']:.2f}); Recall/Search p99 "
+            f"{lat['recall_p99_ms'] / lat['search_p99_ms']:.1f}x",
+        ]
+    )
+    table.add(
+        [
+            f"ingest, Import batches of {ingest_['per_user']} (one user's history each)",
+            f"{ingest_['per_second']:,.0f} memories/s",
+            "≥ 3,000/s",
+            f"single Remember writes {results['single_per_second']:,.0f}/s "
+            f"({ingest_['per_second'] / results['single_per_second']:.1f}x slower than batches)"
+            if results["single_per_second"]
+            else "",
+        ]
+    )
+    table.add(
+        [
+            f"Prune of {pruned['expired']:,} expired ({pruned['forgotten']:,} deleted, "
+            f"{pruned['archived']:,} archived)",
+            f"{pruned['seconds']:.2f} s",
+            "≤ 5 s",
+            f"counting them on the expires_at index {pruned['count_seconds'] * 1e3:.0f} ms",
+        ]
+    )
+    table.add(
+        [
+            "resident memory",
+            f"{per_million:.2f} GiB per million memories",
+            "stated",
+            f"{results['rss_growth_bytes'] / 2**30:.2f} GiB for {ingest_['memories']:,}",
+        ]
+    )
+    return "\n".join(
+        [
+            "## Memory service at scale (edge backend)",
+            "",
+            f"`{results['command']}` — {ingest_['memories']:,} memories of "
+            f"{args.dimension} dimensions over {args.users:,} users "
+            f"(~{ingest_['per_user']} each), random unit vectors, in-process "
+            f"`MemoryService` on `EdgeStore`, no gRPC and no embedding; {args.recalls:,} "
+            f"recalls of random users; {results['machine']}.",
+            "",
+            table.render(),
+            "",
+            f"Recall returned {lat['mean_recalled']:.1f} memories on average (limit 7). "
+            f"Ingest took {ingest_['seconds']:.0f} s.",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--memories", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--dimension", type=int, default=384)
+    parser.add_argument("--expired", type=int, default=100_000)
+    parser.add_argument("--recalls", type=int, default=2_000)
+    parser.add_argument("--single-writes", type=int, default=2_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--preset", choices=["default", "original"], default="default")
+    parser.add_argument("--data-dir", default=None, help="store folder (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--no-docs", action="store_true", help="do not update the docs")
+    parser.add_argument("--section", default="memory-scale", help="docs/benchmarks.md section")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    rng = np.random.default_rng(args.seed)
+    with tempfile.TemporaryDirectory(dir=args.data_dir) as folder:
+        rss_before = rss_bytes()
+        store = EdgeStore(folder, args.dimension)
+        settings = MemorySettings(dimension=args.dimension, preset=args.preset)
+        lifetime = tier_laws(settings)[Tier.LONG_TERM].expires_at(1.0, 0.0)
+        service = MemoryService(store, settings)
+        try:
+            results: dict[str, Any] = {"ingest": ingest(service, rng, args, lifetime)}
+            results["rss_growth_bytes"] = rss_bytes() - rss_before
+            log.info("ingest: %s", results["ingest"])
+            results["latency"] = latencies(service, rng, args)
+            log.info("latency: %s", results["latency"])
+            results["single_per_second"] = (
+                single_writes(service, rng, args) if args.single_writes else 0.0
+            )
+            results["prune"] = prune(service, store)
+            log.info("prune: %s", results["prune"])
+        finally:
+            store.close()
+    results["command"] = (
+        f"bench/memory_scale.py --memories {args.memories} --users {args.users} "
+        f"--dimension {args.dimension} --expired {args.expired} --recalls {args.recalls} "
+        f"--preset {args.preset}"
+    )
+    results["machine"] = f"{len(os.sched_getaffinity(0))} cores, shared with other work"
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    if not args.no_docs:
+        replace_section(ROOT / "docs" / "benchmarks.md", args.section, report(args, results))
+    log.info("done: %s", json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
