@@ -37,6 +37,7 @@ from bionic_common.memory_types import (
 )
 
 EmbedKind = Literal["query", "document"]
+EMBEDDER_SERVICE = epb.DESCRIPTOR.services_by_name["EmbedderService"].full_name
 KIND_TO_PB = {"query": epb.EMBED_KIND_QUERY, "document": epb.EMBED_KIND_DOCUMENT}
 POOLING_FROM_PB = {
     epb.POOLING_MEAN: "mean",
@@ -61,10 +62,11 @@ class EmbedderInfo:
 
 
 class EmbedderClient:
-    """Talks to every embedder replica behind `target`, round robin."""
+    """Talks to every embedder replica behind `target`, round robin; embedding is
+    idempotent, so a call whose replica died is retried on another."""
 
     def __init__(self, target: str) -> None:
-        self._channel = new_channel(target)
+        self._channel = new_channel(target, retry_service=EMBEDDER_SERVICE)
         self._stub = epb_grpc.EmbedderServiceStub(self._channel)
 
     async def embed(

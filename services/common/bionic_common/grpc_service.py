@@ -7,6 +7,7 @@ in-flight calls for `grace` seconds before the server stops.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -79,6 +80,31 @@ async def serve(
     log.info("stopped")
 
 
-def new_channel(target: str) -> grpc.aio.Channel:
-    """A channel that resolves every address behind `target` and balances across them."""
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+def new_channel(target: str, retry_service: str | None = None) -> grpc.aio.Channel:
+    """A channel that resolves every address behind `target` and balances across them.
+
+    With `retry_service` (a full service name whose calls are all idempotent), a call that
+    fails UNAVAILABLE — say its replica died mid-call — is retried on another replica.
+    """
+    options = list(CHANNEL_OPTIONS)
+    if retry_service is not None:
+        options.append(("grpc.service_config", json.dumps(_retry_config(retry_service))))
+    return grpc.aio.insecure_channel(target, options=options)
+
+
+def _retry_config(service: str) -> dict[str, object]:
+    return {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{"service": service}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }

@@ -16,6 +16,8 @@ from bionic_gateway.chat.router import router as chat_router
 from bionic_gateway.chat.service import ChatService
 from bionic_gateway.config import GatewaySettings
 from bionic_gateway.deps import Services
+from bionic_gateway.embeddings.router import router as embeddings_router
+from bionic_gateway.embeddings.service import EmbeddingsService
 from bionic_gateway.errors import install_error_handlers
 from bionic_gateway.limits import BodyLimit
 from bionic_gateway.memories.router import router as memories_router
@@ -55,6 +57,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         recaller = Recaller(
             embedder, memory, metrics, settings.memory_deadline, settings.recall_limit
         )
+        app.state.embeddings = EmbeddingsService(embedder, settings.upstream_timeout)
         app.state.services = Services(
             chat=ChatService(recaller, prompt, upstream, queue, metrics),
             memories=MemoriesService(embedder, memory, recaller, prompt, settings.memory_timeout),
@@ -83,6 +86,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(chat_router)
     app.include_router(models_router)
     app.include_router(memories_router)
+    app.include_router(embeddings_router)
     app.include_router(passthrough_router)  # last: it takes every other /v1 path
     app.mount("/metrics", make_asgi_app(registry))
 
