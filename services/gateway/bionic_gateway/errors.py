@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,26 @@ ERROR_TYPES = {
     404: "not_found_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
+}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape of every endpoint, OpenAI's."""
+
+    error: ErrorDetail
+
+
+# For routers' `responses=`: every 4xx and 5xx answer has the error shape.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    "4XX": {"model": ErrorResponse, "description": "A client error"},
+    "5XX": {"model": ErrorResponse, "description": "The upstream or a service failed"},
 }
 
 

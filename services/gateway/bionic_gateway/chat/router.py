@@ -11,8 +11,9 @@ from bionic_gateway.auth import Caller
 from bionic_gateway.chat.protocol import ChatCompletionRequest
 from bionic_gateway.chat.service import ChatService
 from bionic_gateway.deps import caller, chat_service
+from bionic_gateway.errors import ERROR_RESPONSES
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
 
 
 @router.post(
@@ -25,6 +26,12 @@ router = APIRouter(tags=["chat"])
         "`; read-only`), `off` or `degraded`."
     ),
     response_model=None,
+    responses={
+        200: {
+            "description": "A chat completion, or with `stream` its chunks as server-sent events",
+            "content": {"application/json": {}, "text/event-stream": {}},
+        }
+    },
 )
 async def chat_completions(
     http: Request,

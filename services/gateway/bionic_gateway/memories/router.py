@@ -10,6 +10,7 @@ from starlette.responses import StreamingResponse
 from bionic_common.memory_types import Scope, Tier
 from bionic_gateway.auth import Caller
 from bionic_gateway.deps import caller, memories_service
+from bionic_gateway.errors import ERROR_RESPONSES
 from bionic_gateway.memories.protocol import (
     AddMemory,
     Deleted,
@@ -25,7 +26,7 @@ from bionic_gateway.memories.protocol import (
 )
 from bionic_gateway.memories.service import MemoriesService
 
-router = APIRouter(prefix="/v1/memories", tags=["memories"])
+router = APIRouter(prefix="/v1/memories", tags=["memories"], responses=ERROR_RESPONSES)
 Service = Annotated[MemoriesService, Depends(memories_service)]
 Who = Annotated[Caller, Depends(caller)]
 User = Annotated[str, Query(min_length=1, max_length=256, description="Whose memories")]
@@ -96,7 +97,8 @@ async def recall_preview(
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
 async def export_memories(service: Service, who: Who, user: User = "default") -> StreamingResponse:
-    return StreamingResponse(service.export(scope(who, user)), media_type="application/x-ndjson")
+    lines = await service.export(scope(who, user))
+    return StreamingResponse(lines, media_type="application/x-ndjson")
 
 
 @router.post(

@@ -163,16 +163,20 @@ class MemoriesService:
         )
 
     async def export(self, scope: Scope) -> AsyncIterator[bytes]:
-        """JSON lines, one memory with its vector each; an unavailable service is a 503 as
-        long as nothing was sent yet."""
+        """JSON lines, one memory with its vector each. The first is read before the answer
+        starts, so an unavailable service or a bad scope is still a proper error status."""
         items = self._memory.export(scope, timeout=self._timeout)
         with memory_errors():
             first = await anext(items, None)
-        if first is None:
-            return
-        yield _line(first)
-        async for item in items:
-            yield _line(item)
+
+        async def lines() -> AsyncIterator[bytes]:
+            if first is None:
+                return
+            yield _line(first)
+            async for item in items:
+                yield _line(item)
+
+        return lines()
 
     async def import_(self, scope: Scope, body: bytes) -> Imported:
         """Restore exported lines into the caller's scope, keeping ids, times, strength and

@@ -9,9 +9,10 @@ from starlette.responses import Response
 
 from bionic_gateway.auth import Caller
 from bionic_gateway.deps import caller, models_service
+from bionic_gateway.errors import ERROR_RESPONSES
 from bionic_gateway.models.service import ModelsService
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=ERROR_RESPONSES)
 
 
 @router.get("/v1/models", summary="List models", response_model=None)
