@@ -1,99 +1,92 @@
-"""memory.remember_exchange through a real worker process, on SQLite and on Redis."""
+"""memory.remember_exchange and memory.remember_user_turn: directly, and through a real
+worker process on each broker."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from bionic_common.clients import EmbedderClient, MemoryClient
-from bionic_common.memory_types import Role
-from bionic_common.tasks import ExchangeMessage
-from bionic_gateway.queue import TaskQueue
-from bionic_launcher.config import LauncherSettings
-from bionic_worker import logic
-from tests.support.recording_upstream import RecordingUpstream
-from tests.support.stack import (
-    list_memories,
-    running_stack,
-    stack_settings,
-    tenant_of,
-    wait_for,
+from bionic_common.memory_types import Memory, Role, Scope, Tier
+from bionic_common.tasks import (
+    REMEMBER_EXCHANGE,
+    REMEMBER_USER_TURN,
+    ExchangeMessage,
+    UserTurnMessage,
 )
+from bionic_worker import logic
+from tests.support.stack import wait_for
+from tests.worker.conftest import WorkerStack, memories_of, new_scope, run_logic, tasks_done
+
+TEA = "I love jasmine tea, especially the one my grandmother brews in spring."
+REPLY = "Jasmine tea brewed by your grandmother in spring sounds lovely."
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    recorder = RecordingUpstream().start()
-    yield recorder
-    recorder.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"], scope="module")
-def stack(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    upstream: RecordingUpstream,
-) -> Iterator[LauncherSettings]:
-    broker = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    settings = stack_settings(tmp_path_factory.mktemp(request.param), upstream.base_url, broker)
-    with running_stack(settings):
-        yield settings
-
-
-def broker_of(settings: LauncherSettings) -> str:
-    return settings.broker_url or f"sqla+sqlite:///{Path(settings.data_dir, 'broker.sqlite')}"
-
-
-def message(settings: LauncherSettings, key: str, reply: str, request_id: str) -> ExchangeMessage:
+def exchange(scope: Scope, reply: str, request_id: str) -> ExchangeMessage:
     return ExchangeMessage(
-        tenant=tenant_of(settings, key),
-        user="u1",
+        tenant=scope.tenant,
+        user=scope.user,
         reply=reply,
         request_id=request_id,
         metadata={"request_id": request_id, "source": "test"},
     )
 
 
-def test_a_queued_reply_is_stored_once_even_when_delivered_twice(
-    stack: LauncherSettings,
-) -> None:
-    queue = TaskQueue(broker_of(stack))
+def user_turn(scope: Scope, text: str) -> UserTurnMessage:
+    return UserTurnMessage(
+        tenant=scope.tenant, user=scope.user, text=text, request_id="turn-u", metadata={}
+    )
+
+
+def by_tier(memories: list[Memory], tier: Tier) -> dict[str, Memory]:
+    return {m.text: m for m in memories if m.tier == tier}
+
+
+def send_and_wait(ws: WorkerStack, task: str, message: object) -> None:
+    """Queue one task and wait until the worker has run it to success."""
+    before = tasks_done(ws, task)
+    app = ws.producer()
     try:
-        for _ in range(2):  # the same task twice, as a redelivery would
-            assert queue.remember_exchange(message(stack, "sk-w", "Jasmine tea it is.", "turn-1"))
-        assert queue.remember_exchange(message(stack, "sk-w", "Another reply.", "turn-2"))
+        app.send_task(task, args=[message])
     finally:
-        queue.close()
-    stored = wait_for(lambda: _two(list_memories(stack, "sk-w", "u1")))
-    by_text = {m.text: m for m in stored}
-    assert set(by_text) == {"Jasmine tea it is.", "Another reply."}
-    assert all(m.role == Role.ASSISTANT for m in stored)
-    assert by_text["Jasmine tea it is."].strength == 1.0  # applied once, not reinforced
-    assert by_text["Jasmine tea it is."].metadata == {"request_id": "turn-1", "source": "test"}
+        app.close()
+    wait_for(lambda: tasks_done(ws, task) >= before + 1, timeout=30)
 
 
-def _two(memories: list) -> list:  # type: ignore[type-arg]
-    return memories if len(memories) == 2 else []
+def test_a_reply_delivered_twice_is_stored_once_and_reinforces_once(
+    worker_stack: WorkerStack,
+) -> None:
+    scope = new_scope("dup")
+    send_and_wait(worker_stack, REMEMBER_USER_TURN, user_turn(scope, TEA))
+    send_and_wait(worker_stack, REMEMBER_EXCHANGE, exchange(scope, REPLY, "turn-1"))
+    first = memories_of(worker_stack, scope)
+    long_term = by_tier(first, Tier.LONG_TERM)
+    assert set(long_term) == {TEA, REPLY}
+    assert long_term[TEA].role == Role.USER and long_term[REPLY].role == Role.ASSISTANT
+    assert long_term[REPLY].strength == 1.0
+    assert long_term[REPLY].metadata == {"request_id": "turn-1", "source": "test"}
+    # The reply reinforced the message it relates to and promoted it into short-term memory.
+    assert long_term[TEA].strength > 1.0
+    assert TEA in by_tier(first, Tier.SHORT_TERM)
+
+    send_and_wait(worker_stack, REMEMBER_EXCHANGE, exchange(scope, REPLY, "turn-1"))  # again
+    second = memories_of(worker_stack, scope)
+    assert [(m.id, m.strength, m.updated_at) for m in second] == [
+        (m.id, m.strength, m.updated_at) for m in first
+    ]
 
 
-def test_the_logic_stores_a_reply_directly(stack: LauncherSettings) -> None:
-    async def run() -> None:
-        services = logic.Services(
-            embedder=EmbedderClient(f"{stack.host}:{stack.embedder_port}"),
-            memory=MemoryClient(f"{stack.host}:{stack.memory_port}"),
-            timeout=5,
-        )
-        try:
-            memory = await logic.remember_exchange(
-                services, message(stack, "sk-direct", "Stored without a queue.", "turn-9")
-            )
-        finally:
-            await services.embedder.close()
-            await services.memory.close()
-        assert memory.role == Role.ASSISTANT and memory.text == "Stored without a queue."
-
-    asyncio.run(run())
-    assert [m.text for m in list_memories(stack, "sk-direct", "u1")] == ["Stored without a queue."]
+def test_the_logic_stores_a_reply_and_a_missed_user_turn_directly(
+    worker_stack: WorkerStack,
+) -> None:
+    scope = new_scope("direct")
+    reply = run_logic(
+        worker_stack, lambda s: logic.remember_exchange(s, exchange(scope, REPLY, "turn-9"))
+    )
+    turn = run_logic(worker_stack, lambda s: logic.remember_user_turn(s, user_turn(scope, TEA)))
+    assert (reply.role, reply.text) == (Role.ASSISTANT, REPLY)
+    assert (turn.role, turn.text) == (Role.USER, TEA)
+    before = memories_of(worker_stack, scope)
+    assert set(by_tier(before, Tier.LONG_TERM)) == {REPLY, TEA}
+    again = run_logic(
+        worker_stack, lambda s: logic.remember_exchange(s, exchange(scope, REPLY, "turn-9"))
+    )
+    assert again.id == reply.id
+    after = memories_of(worker_stack, scope)
+    assert [(m.id, m.strength) for m in after] == [(m.id, m.strength) for m in before]

@@ -101,18 +101,31 @@ def plan(s: LauncherSettings) -> list[ServiceSpec]:
             health_target=memory_target,
         )
     )
+    worker_env = {
+        **common,
+        "BIONIC_WORKER_BROKER_URL": broker,
+        "BIONIC_WORKER_EMBEDDER_TARGET": embedder_target,
+        "BIONIC_WORKER_MEMORY_TARGET": memory_target,
+        "BIONIC_WORKER_UPSTREAM_BASE_URL": upstream,
+        "BIONIC_WORKER_BEAT_SCHEDULE_FILE": os.path.join(data, "beat-schedule"),
+        "BIONIC_WORKER_LOG_LEVEL": s.log_level,
+    }
+    if s.upstream_api_key:
+        worker_env["BIONIC_WORKER_UPSTREAM_API_KEY"] = s.upstream_api_key
+    if s.upstream_base_url is None:
+        worker_env["BIONIC_WORKER_SUMMARY_MODEL"] = SMOLLM2_ALIAS
     specs.append(
         ServiceSpec(
             name="worker",
             argv=[py, "-m", "bionic_worker"],
-            env={
-                **common,
-                "BIONIC_WORKER_BROKER_URL": broker,
-                "BIONIC_WORKER_EMBEDDER_TARGET": embedder_target,
-                "BIONIC_WORKER_MEMORY_TARGET": memory_target,
-                "BIONIC_WORKER_METRICS_PORT": _metrics(s, 3),
-                "BIONIC_WORKER_LOG_LEVEL": s.log_level,
-            },
+            env={**worker_env, "BIONIC_WORKER_METRICS_PORT": _metrics(s, 3)},
+        )
+    )
+    specs.append(
+        ServiceSpec(
+            name="beat",
+            argv=[py, "-m", "bionic_worker", "beat"],
+            env={**worker_env, "BIONIC_WORKER_METRICS_PORT": "0"},
         )
     )
     gateway_env = {
