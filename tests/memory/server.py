@@ -12,19 +12,19 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.ports import free_port
+from tests.support.ports import free_ports
 
 
 class MemoryProcess:
     def __init__(self, data_dir: Path, dimension: int) -> None:
-        self.port = free_port()
+        self.port, self.metrics_port = free_ports(2)
         self.target = f"127.0.0.1:{self.port}"
         self._env = {
             **os.environ,
             "BIONIC_MEMORY_PORT": str(self.port),
             "BIONIC_MEMORY_DATA_DIR": str(data_dir),
             "BIONIC_MEMORY_DIMENSION": str(dimension),
-            "BIONIC_MEMORY_METRICS_PORT": "0",
+            "BIONIC_MEMORY_METRICS_PORT": str(self.metrics_port),
             "BIONIC_MEMORY_LOG_LEVEL": "WARNING",
         }
         self._proc: subprocess.Popen[bytes] | None = None

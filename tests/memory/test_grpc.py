@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Iterator
 from typing import TypeVar
 
 import grpc
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -80,7 +81,9 @@ def code_of(api: Api, call: Awaitable[object]) -> grpc.StatusCode:
     return info.value.code()
 
 
-def test_bad_input_gets_clear_status_codes_and_stores_nothing(api: Api) -> None:
+def test_bad_input_gets_clear_status_codes_and_stores_nothing(
+    api: Api, server: MemoryProcess
+) -> None:
     scope = Scope(f"bad-{uuid.uuid4().hex[:6]}", "u")
     other = Scope(scope.tenant, "other")
     kept, _ = api.run(api.client.remember(scope, Role.USER, "kept", vec(0)))
@@ -119,6 +122,9 @@ def test_bad_input_gets_clear_status_codes_and_stores_nothing(api: Api) -> None:
         )
 
     assert code_of(api, unspecified_role()) == grpc.StatusCode.INVALID_ARGUMENT
+    metrics = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
+    refused = 'bionic_memory_rpc_refused_total{code="INVALID_ARGUMENT",method="Recall"}'
+    assert float(metrics.split(refused)[1].split()[0]) >= 6
     assert sorted(m.text for m in api.all(scope)) == ["fact 0", "fact 1", "fact 2", "kept"]
     assert api.run(api.client.get(scope, kept.id)).pinned is False
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, start_http_server
 
 from bionic.memory.v1 import memory_pb2, memory_pb2_grpc
 from bionic_common.grpc_service import new_server, serve
 from bionic_common.logs import setup_logging
 from bionic_memory.config import MemorySettings
+from bionic_memory.metrics import MemoryMetrics
 from bionic_memory.service import MemoryService
 from bionic_memory.servicer import MemoryServicer
 from bionic_memory.store.base import MemoryStore
@@ -34,7 +35,7 @@ async def run(settings: MemorySettings) -> None:
     executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
     server = new_server(settings.max_concurrent_rpcs)
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(
-        MemoryServicer(MemoryService(store, settings), executor), server
+        MemoryServicer(MemoryService(store, settings), executor, MemoryMetrics(REGISTRY)), server
     )
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host)

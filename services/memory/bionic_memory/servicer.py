@@ -30,6 +30,7 @@ from bionic_common.memory_pb import (
 )
 from bionic_common.memory_types import Exported, Scope
 from bionic_memory.errors import InvalidArgument, NotFound
+from bionic_memory.metrics import MemoryMetrics
 from bionic_memory.service import MemoryService
 
 T = TypeVar("T")
@@ -38,18 +39,30 @@ IMPORT_BATCH = 256
 
 
 class MemoryServicer(pb_grpc.MemoryServiceServicer):
-    def __init__(self, service: MemoryService, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, service: MemoryService, executor: ThreadPoolExecutor, metrics: MemoryMetrics
+    ) -> None:
         self._service = service
         self._executor = executor
+        self._metrics = metrics
 
-    async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[[], T]) -> T:
-        """Run blocking store work off the event loop and map refusals to status codes."""
+    async def _call(self, context: grpc.aio.ServicerContext, method: str, fn: Callable[[], T]) -> T:
+        """Run blocking store work off the event loop, time it, and map refusals to
+        status codes (anything unexpected counts as UNKNOWN and propagates)."""
+        started = time.perf_counter()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
         except InvalidArgument as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except NotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            code, message = grpc.StatusCode.NOT_FOUND, str(exc)
+        except Exception:
+            self._metrics.rpc_refused.labels(method, grpc.StatusCode.UNKNOWN.name).inc()
+            raise
+        finally:
+            self._metrics.rpc_seconds.labels(method).observe(time.perf_counter() - started)
+        self._metrics.rpc_refused.labels(method, code.name).inc()
+        await context.abort(code, message)
         raise AssertionError("unreachable: abort raises")
 
     async def Recall(
@@ -58,6 +71,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         started = time.perf_counter()
         result = await self._call(
             context,
+            "Recall",
             lambda: self._service.recall(
                 scope_from_pb(request.scope),
                 request.text,
@@ -81,6 +95,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "role is required")
         memory, created = await self._call(
             context,
+            "Remember",
             lambda: self._service.remember(
                 scope_from_pb(request.scope),
                 ROLE_FROM_PB[request.role],
@@ -100,6 +115,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     ) -> pb.SearchResponse:
         memories = await self._call(
             context,
+            "Search",
             lambda: self._service.search(
                 scope_from_pb(request.scope),
                 request.vector,
@@ -113,7 +129,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.Memory:
         memory = await self._call(
-            context, lambda: self._service.get(scope_from_pb(request.scope), request.id)
+            context, "Get", lambda: self._service.get(scope_from_pb(request.scope), request.id)
         )
         return memory_to_pb(memory)
 
@@ -122,6 +138,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     ) -> pb.ListResponse:
         memories, token = await self._call(
             context,
+            "List",
             lambda: self._service.list_page(
                 scope_from_pb(request.scope),
                 request.page_size,
@@ -136,6 +153,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     ) -> pb.Memory:
         memory = await self._call(
             context,
+            "Update",
             lambda: self._service.update(
                 scope_from_pb(request.scope),
                 request.id,
@@ -153,6 +171,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     ) -> pb.Memory:
         memory = await self._call(
             context,
+            "SetSummary",
             lambda: self._service.set_summary(
                 scope_from_pb(request.scope),
                 request.id,
@@ -167,7 +186,9 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteResponse:
         deleted = await self._call(
-            context, lambda: self._service.delete(scope_from_pb(request.scope), request.id)
+            context,
+            "Delete",
+            lambda: self._service.delete(scope_from_pb(request.scope), request.id),
         )
         return pb.DeleteResponse(deleted=deleted)
 
@@ -175,7 +196,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self, request: pb.ForgetUserRequest, context: grpc.aio.ServicerContext
     ) -> pb.ForgetUserResponse:
         deleted = await self._call(
-            context, lambda: self._service.forget_user(scope_from_pb(request.scope))
+            context, "ForgetUser", lambda: self._service.forget_user(scope_from_pb(request.scope))
         )
         return pb.ForgetUserResponse(deleted=deleted)
 
@@ -186,7 +207,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         offset: str | None = None
         while True:
             page, offset = await self._call(
-                context, partial(self._service.export_page, scope, offset)
+                context, "Export", partial(self._service.export_page, scope, offset)
             )
             for item in page:
                 yield exported_to_pb(item)
@@ -225,13 +246,15 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     async def _import(
         self, context: grpc.aio.ServicerContext, scope: Scope, batch: list[Exported]
     ) -> tuple[int, int]:
-        return await self._call(context, lambda: self._service.import_batch(scope, batch))
+        return await self._call(context, "Import", lambda: self._service.import_batch(scope, batch))
 
     async def Stats(
         self, request: pb.StatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.StatsResponse:
         tiers = await self._call(
-            context, lambda: self._service.stats(scope_from_pb(request.scope), now=request.now)
+            context,
+            "Stats",
+            lambda: self._service.stats(scope_from_pb(request.scope), now=request.now),
         )
         return pb.StatsResponse(tiers=[tier_stats_to_pb(t) for t in tiers])
 
@@ -240,8 +263,16 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     ) -> pb.PruneResponse:
         pruned = await self._call(
             context,
+            "Prune",
             lambda: self._service.prune(now=request.now, tier=TIER_FROM_PB.get(request.tier)),
         )
+        for tier, outcome, count in (
+            ("ltm", "deleted", pruned.forgotten_long_term),
+            ("stm", "deleted", pruned.forgotten_short_term),
+            ("ltm", "archived", pruned.archived),
+            ("archive", "deleted", pruned.forgotten_archive),
+        ):
+            self._metrics.forgotten.labels(tier, outcome).inc(count)
         return pb.PruneResponse(
             forgotten_long_term=pruned.forgotten_long_term,
             forgotten_short_term=pruned.forgotten_short_term,
@@ -252,7 +283,9 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     async def ListScopes(
         self, request: pb.ListScopesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Scope]:
-        scopes = await self._call(context, lambda: self._service.list_scopes(request.tenant))
+        scopes = await self._call(
+            context, "ListScopes", lambda: self._service.list_scopes(request.tenant)
+        )
         for scope in scopes:
             yield scope_to_pb(scope)
 
@@ -261,6 +294,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     ) -> pb.ScanResponse:
         clusters, scanned = await self._call(
             context,
+            "ScanForSuppression",
             lambda: self._service.scan_for_suppression(
                 scope_from_pb(request.scope),
                 request.similarity_threshold,
@@ -278,6 +312,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     async def Merge(self, request: pb.MergeRequest, context: grpc.aio.ServicerContext) -> pb.Memory:
         memory = await self._call(
             context,
+            "Merge",
             lambda: self._service.merge(
                 scope_from_pb(request.scope),
                 request.representative_id,
