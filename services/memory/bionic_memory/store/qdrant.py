@@ -36,6 +36,8 @@ class QdrantStore:
                 vectors_config={
                     VECTOR: models.VectorParams(size=dimension, distance=models.Distance.COSINE)
                 },
+                # Every query filters on the tenant: graphs per tenant, none across them.
+                hnsw_config=models.HnswConfigDiff(payload_m=16, m=0),
             )
             log.info("created collection %s", collection)
         self._ensure_indexes()
