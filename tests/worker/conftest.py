@@ -22,7 +22,7 @@ from bionic_launcher.stack import Stack
 from bionic_worker import logic
 from bionic_worker.summary import Summarizer, SummaryOptions
 from tests.support.ports import free_port
-from tests.support.stack import stack_settings
+from tests.support.stack import stack_settings, wait_for
 
 T = TypeVar("T")
 
@@ -67,6 +67,15 @@ class WorkerStack:
         spec = self.stack.specs[name]
         self.stack.specs[name] = dataclasses.replace(spec, env={**spec.env, **env})
         self.stack.start_service(name)
+        if name == "worker":
+            wait_for(self.serving_metrics, timeout=30)
+
+    def serving_metrics(self) -> bool:
+        try:
+            scrape(self)
+        except httpx.TransportError:
+            return False
+        return True
 
     def producer(self) -> Celery:
         """A task producer on the stack's broker, as the gateway's."""
@@ -98,7 +107,9 @@ def worker_stack(
     )
     try:
         stack.start()
-        yield WorkerStack(stack, broker, metrics_port)
+        ws = WorkerStack(stack, broker, metrics_port)
+        wait_for(ws.serving_metrics, timeout=30)
+        yield ws
     finally:
         stack.stop()
 
