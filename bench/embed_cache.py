@@ -32,10 +32,8 @@ class EmbedCache:
 
     def __init__(self, settings: EmbedderSettings, cache_dir: Path = CACHE_DIR) -> None:
         self.settings = settings
-        key = json.dumps(
-            settings.model_dump(include={"model", "pooling", "query_instruction", "max_tokens"}),
-            sort_keys=True,
-        )
+        fields = {"model", "pooling", "query_instruction", "max_tokens", "precision"}
+        key = json.dumps(settings.model_dump(include=fields), sort_keys=True)
         self._path = cache_dir / f"embeddings-{_digest(key)[:16]}.npz"
         self._vectors: dict[str, npt.NDArray[np.float32]] = {}
         if self._path.exists():

@@ -45,7 +45,7 @@ from report import Table, replace_section
 from bionic_common.memory_types import Memory, Role, Scope
 from bionic_embedder.config import EmbedderSettings
 from bionic_memory.config import MemorySettings
-from bionic_memory.presets import PRESETS, no_decay
+from bionic_memory.presets import no_decay
 from bionic_memory.service import MemoryService
 from bionic_memory.store.edge import EdgeStore
 
@@ -375,7 +375,8 @@ def report(
         f"{questions} questions with evidence ({bench.data.relabelled} relabelled by the "
         f"audit, {bench.data.dropped_ids} evidence id(s) naming no turn dropped, "
         f"{bench.data.skipped} questions without evidence skipped). Embedder: "
-        f"`{args.embedder_model}`; token budgets counted with its tokenizer over the "
+        f"`{args.embedder_model}` ({args.embedder_precision}); token budgets counted "
+        "with its tokenizer over the "
         f"rendered memory lines (mean {bench.mean_tokens:.1f} tokens per line).",
         "",
         "Evidence recall (mean |gold ∩ injected| / |gold|):",
@@ -410,7 +411,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=0, help="first N only (0: all)")
     parser.add_argument("--presets", default="original,default", help="comma-separated")
+    parser.add_argument("--modes", default="no-decay,clock", help="no-decay, clock or both")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="MemorySettings override for every preset, as KEY=VALUE",
+    )
     parser.add_argument("--embedder-model", default=EmbedderSettings().model)
+    parser.add_argument("--embedder-precision", default="fp32", help="fp32, bf16, int8, auto")
     parser.add_argument(
         "--embedder-setting",
         action="append",
@@ -425,7 +434,15 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     extra = dict(item.split("=", 1) for item in args.embedder_setting)
-    cache = EmbedCache(EmbedderSettings(model=args.embedder_model, torch_threads=1, **extra))
+    overrides = dict(item.split("=", 1) for item in args.set)
+    cache = EmbedCache(
+        EmbedderSettings(
+            model=args.embedder_model,
+            precision=args.embedder_precision,
+            torch_threads=1,
+            **extra,
+        )
+    )
     data = load()
     if args.conversations:
         data.conversations = data.conversations[: args.conversations]
@@ -436,8 +453,8 @@ def main() -> None:
     }
     replays: dict[str, Replay] = {}
     for preset in args.presets.split(","):
-        for clocked in (False, True):
-            settings = PRESETS[preset]
+        for clocked in [mode == "clock" for mode in args.modes.split(",")]:
+            settings = MemorySettings(preset=preset, **overrides)  # type: ignore[arg-type]
             name = f"{preset}, {'simulated clock' if clocked else 'no decay'}"
             log.info("running %s", name)
             runs[name], replays[name] = service_scores(

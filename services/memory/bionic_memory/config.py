@@ -39,6 +39,12 @@ class MemorySettings(BaseSettings):
     strength_weight: float = Field(
         0.0, ge=0, description="relevance_first: score bonus per ln(1 + current strength)"
     )
+    lexical_weight: float = Field(
+        0.5,
+        ge=0,
+        description="Long-term recall ranks by cosine + weight * BM25 / best BM25 "
+        "(names and rare words match exactly); 0: cosine only",
+    )
     forgetting_curve: Literal["multi_exponential", "power_law", "exponential", "none"] = Field(
         "multi_exponential",
         description="Long-term and archive cooling: a sum of exponentials or a power law "

@@ -19,6 +19,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "original": {
         "selection": "original",
         "strength_weight": 0.0,
+        "lexical_weight": 0.0,
         "forgetting_curve": "exponential",
         "archive": False,
         "salience_gain": 0.0,

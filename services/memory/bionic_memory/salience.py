@@ -47,8 +47,10 @@ CUES: dict[str, re.Pattern[str]] = {
         r"i got (?:a|my|married|engaged|promoted)|i signed up|i bought)\b",
         re.IGNORECASE,
     ),
-    # Proper names: a capitalised word that does not open a sentence.
-    "name": re.compile(r"(?<![.!?]\s)(?<!^)(?<![\"'(])\b[A-Z][a-z]{2,}\b"),
+    # Proper names: a capitalised word that does not open a sentence and is no month or day.
+    "name": re.compile(
+        rf"(?<![.!?]\s)(?<!^)(?<![\"'(])\b(?!(?i:{_MONTHS}|{_WEEKDAYS})\b)[A-Z][a-z]{{2,}}\b",
+    ),
 }
 
 

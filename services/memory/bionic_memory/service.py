@@ -48,7 +48,7 @@ from bionic_memory.records import (
     scope_key,
     short_term_id,
 )
-from bionic_memory.relevance import relevance_first
+from bionic_memory.relevance import relevance_first, with_lexical
 from bionic_memory.salience import initial_strength
 from bionic_memory.store.base import MemoryStore, Point, Where
 from bionic_memory.validation import Validator
@@ -116,9 +116,9 @@ class MemoryService:
                 stored, _, _ = self._write(
                     scope, Role.USER, text, vector, metadata or {}, "", False, now
                 )
-            hits = self._related(scope, vector, stored, params, now)
+            hits = self._related(scope, text, vector, stored, params, now)
             if self._settings.archive:
-                hits = self._with_recognised(scope, vector, hits, params, now)
+                hits = self._with_recognised(scope, text, vector, hits, params, now)
             short_term = self._store.search(
                 self._where(scope, Tier.SHORT_TERM, alive_at=now),
                 vector,
@@ -148,39 +148,50 @@ class MemoryService:
     def _related(
         self,
         scope: Scope,
+        text: str,
         vector: Sequence[float],
         stored: Memory | None,
         params: RecallParams,
         now: float,
     ) -> list[tuple[Point, float]]:
-        """The long-term memories a message relates to (itself excluded), with vectors."""
-        return self._store.search(
-            self._where(
-                scope, Tier.LONG_TERM, alive_at=now, exclude_ids=(stored.id,) if stored else ()
-            ),
-            vector,
-            params.long_term_candidates,
-            with_vector=True,
+        """The long-term memories a message relates to (itself excluded), with vectors:
+        by cosine, plus a BM25 bonus when lexical_weight is set (relevance.with_lexical)."""
+        where = self._where(
+            scope, Tier.LONG_TERM, alive_at=now, exclude_ids=(stored.id,) if stored else ()
         )
+        return self._matches(where, text, vector, params.long_term_candidates)
+
+    def _matches(
+        self, where: Where, text: str, vector: Sequence[float], limit: int
+    ) -> list[tuple[Point, float]]:
+        """The best `limit` matches with vectors, by cosine (plus the lexical bonus)."""
+        dense = self._store.search(where, vector, limit, with_vector=True)
+        weight = self._settings.lexical_weight
+        if not weight:
+            return dense
+        lexical = self._store.search_text(where, text, limit, with_vector=True)
+        return with_lexical(dense, lexical, vector, weight, limit)
 
     def _with_recognised(
         self,
         scope: Scope,
+        text: str,
         vector: Sequence[float],
         hits: list[tuple[Point, float]],
         params: RecallParams,
         now: float,
     ) -> list[tuple[Point, float]]:
         """Long-term hits joined by archived memories the message cues strongly
-        (cosine >= archive_min_score): recognition without recall. They compete on
-        relevance alone; reinforcing one brings it back into long-term memory."""
+        (relevance >= archive_min_score, as `_matches` scores it): recognition without
+        recall. They compete on relevance alone; reinforcing one brings it back into
+        long-term memory."""
         archived = [
             (point, score)
-            for point, score in self._store.search(
+            for point, score in self._matches(
                 self._where(scope, Tier.ARCHIVE, alive_at=now),
+                text,
                 vector,
                 params.long_term_candidates,
-                with_vector=True,
             )
             if score >= self._settings.archive_min_score
         ]
@@ -247,7 +258,7 @@ class MemoryService:
                 scope, role, text, vector, metadata or {}, idempotency_key, pinned, now
             )
             if reinforce_related and applied:
-                hits = self._related(scope, vector, memory, self._params, now)
+                hits = self._related(scope, text, vector, memory, self._params, now)
                 self._promote(hits, self._params, now, write=True)
         return memory, created
 

@@ -62,6 +62,12 @@ class MemoryStore(Protocol):
     ) -> list[tuple[Point, float]]:
         """The `limit` nearest points matching `where`, best first, with cosine scores."""
 
+    def search_text(
+        self, where: Where, text: str, limit: int, with_vector: bool = False
+    ) -> list[tuple[Point, float]]:
+        """The `limit` best BM25 matches of `text` among points matching `where`, best
+        first, with their BM25 scores (IDF over the stored memories); see lexical.py."""
+
     def scroll(
         self, where: Where, limit: int, offset: str | None, with_vector: bool = False
     ) -> tuple[list[Point], str | None]:

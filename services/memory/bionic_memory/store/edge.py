@@ -9,6 +9,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
+from bionic_memory.lexical import LEXICAL, document_terms, query_terms
 from bionic_memory.store.base import (
     EXPIRES_FIELD,
     KEYWORD_FIELDS,
@@ -40,6 +41,9 @@ class EdgeStore:
             os.makedirs(shard_dir, exist_ok=True)
             self._shard = qe.EdgeShard.create(shard_dir, config)
             log.info("created edge store at %s", shard_dir)
+        # Idempotent: also adds the lexical vector to a shard made before it existed (its
+        # old points become lexically searchable when they are next written).
+        self._shard.update(qe.UpdateOperation.create_sparse_vector(LEXICAL, qe.Modifier.Idf))
         self._ensure_indexes()
 
     def _ensure_indexes(self) -> None:
@@ -58,7 +62,17 @@ class EdgeStore:
             return
         self._shard.update(
             qe.UpdateOperation.upsert_points(
-                [qe.Point(p.id, {VECTOR: list(p.vector or ())}, p.payload) for p in points]
+                [
+                    qe.Point(
+                        p.id,
+                        {
+                            VECTOR: list(p.vector or ()),
+                            LEXICAL: qe.SparseVector(*document_terms(p.payload)),
+                        },
+                        p.payload,
+                    )
+                    for p in points
+                ]
             )
         )
 
@@ -81,6 +95,23 @@ class EdgeStore:
                 filter=_filter(where),
                 with_payload=True,
                 with_vector=with_vector,
+            )
+        )
+        return [(_point(h), h.score) for h in hits]
+
+    def search_text(
+        self, where: Where, text: str, limit: int, with_vector: bool = False
+    ) -> list[tuple[Point, float]]:
+        terms = qe.SparseVector(*query_terms(text))
+        if not terms.indices:
+            return []
+        hits = self._shard.query(
+            qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(terms, using=LEXICAL),
+                filter=_filter(where),
+                with_payload=True,
+                with_vector=[VECTOR] if with_vector else False,
             )
         )
         return [(_point(h), h.score) for h in hits]

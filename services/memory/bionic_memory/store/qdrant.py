@@ -12,6 +12,7 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
+from bionic_memory.lexical import LEXICAL, document_terms, query_terms
 from bionic_memory.store.base import (
     EXPIRES_FIELD,
     KEYWORD_FIELDS,
@@ -35,6 +36,9 @@ class QdrantStore:
                 collection,
                 vectors_config={
                     VECTOR: models.VectorParams(size=dimension, distance=models.Distance.COSINE)
+                },
+                sparse_vectors_config={
+                    LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)
                 },
                 # Every query filters on the tenant: graphs per tenant, none across them.
                 hnsw_config=models.HnswConfigDiff(payload_m=16, m=0),
@@ -71,7 +75,12 @@ class QdrantStore:
             self._collection,
             points=[
                 models.PointStruct(
-                    id=p.id, vector={VECTOR: list(p.vector or ())}, payload=p.payload
+                    id=p.id,
+                    vector={
+                        VECTOR: list(p.vector or ()),
+                        LEXICAL: _sparse(document_terms(p.payload)),
+                    },
+                    payload=p.payload,
                 )
                 for p in points
             ],
@@ -100,6 +109,23 @@ class QdrantStore:
             limit=limit,
             with_payload=True,
             with_vectors=with_vector,
+        )
+        return [(_point(h), h.score) for h in response.points]
+
+    def search_text(
+        self, where: Where, text: str, limit: int, with_vector: bool = False
+    ) -> list[tuple[Point, float]]:
+        terms = query_terms(text)
+        if not terms[0]:
+            return []
+        response = self._client.query_points(
+            self._collection,
+            query=_sparse(terms),
+            using=LEXICAL,
+            query_filter=_filter(where),
+            limit=limit,
+            with_payload=True,
+            with_vectors=[VECTOR] if with_vector else False,
         )
         return [(_point(h), h.score) for h in response.points]
 
@@ -142,6 +168,10 @@ class QdrantStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _sparse(terms: tuple[list[int], list[float]]) -> models.SparseVector:
+    return models.SparseVector(indices=terms[0], values=terms[1])
 
 
 def _point(record: models.Record | models.ScoredPoint) -> Point:

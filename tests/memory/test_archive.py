@@ -1,0 +1,112 @@
+"""The default preset on the real engine: fitted forgetting, salience, the cold archive and
+relevance-first recall, against closed forms and constructed cases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bionic_common.memory_types import Role, Scope, Tier
+from bionic_memory.config import MemorySettings
+from bionic_memory.decay import DAY
+from bionic_memory.forgetting import tier_laws
+from bionic_memory.salience import initial_strength
+from bionic_memory.service import MemoryService
+from bionic_memory.store.edge import EdgeStore
+
+DIM = 8
+ALICE = Scope("tenant-a", "alice")
+T0 = 1_700_000_000.0
+
+
+def vec(*weights: float) -> list[float]:
+    v = np.zeros(DIM, dtype=np.float32)
+    v[: len(weights)] = weights
+    return (v / np.linalg.norm(v)).tolist()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EdgeStore]:
+    s = EdgeStore(str(tmp_path), DIM)
+    yield s
+    s.close()
+
+
+def service(store: EdgeStore, **settings: object) -> MemoryService:
+    return MemoryService(
+        store,
+        MemorySettings(dimension=DIM, **settings),
+        clock=lambda: T0,  # type: ignore[arg-type]
+    )
+
+
+def tiers(svc: MemoryService) -> dict[str, Tier]:
+    memories, _ = svc.list_page(ALICE, 100, "", None, now=T0)
+    return {m.text: m.tier for m in memories if m.tier != Tier.SHORT_TERM}
+
+
+def test_a_salient_memory_starts_stronger_and_lives_longer(store: EdgeStore) -> None:
+    svc = service(store, salience_gain=1.0)
+    chat, _ = svc.remember(ALICE, Role.USER, "ok cool", vec(1, 0), now=T0)
+    fact, _ = svc.remember(
+        ALICE, Role.USER, "My sister Joanna turns 30 on 8 May", vec(0, 1), now=T0
+    )
+    assert chat.strength == 1.0
+    assert fact.strength == pytest.approx(initial_strength("My sister Joanna turns 30 on 8 May", 1))
+    law = tier_laws(MemorySettings())[Tier.LONG_TERM]
+    assert fact.expires_at == pytest.approx(law.expires_at(fact.strength, T0))
+    assert fact.expires_at is not None and chat.expires_at is not None
+    assert fact.expires_at > chat.expires_at + 30 * DAY
+
+
+def test_prune_archives_what_expired_and_deletes_only_past_the_archive_horizon(
+    store: EdgeStore,
+) -> None:
+    svc = service(store, salience_gain=0.0)
+    old, _ = svc.remember(ALICE, Role.USER, "old", vec(1, 0), now=T0)
+    svc.remember(ALICE, Role.USER, "new", vec(0, 1), now=T0 + 200 * DAY)
+    assert old.expires_at is not None
+    pruned = svc.prune(old.expires_at + 1)
+    assert (pruned.archived, pruned.forgotten_long_term) == (1, 0)
+    assert tiers(svc) == {"old": Tier.ARCHIVE, "new": Tier.LONG_TERM}
+    archive_law = tier_laws(MemorySettings())[Tier.ARCHIVE]
+    gone_at = archive_law.expires_at(1.0, T0)
+    assert gone_at > old.expires_at + 200 * DAY  # the archive's horizon is much longer
+    assert svc.prune(gone_at - DAY).forgotten_archive == 0
+    assert svc.prune(gone_at + 1).forgotten_archive == 1
+    assert tiers(svc) == {"new": Tier.ARCHIVE}  # "new" has meanwhile cooled into the archive
+
+
+def test_the_original_preset_deletes_at_its_31_day_cliff(store: EdgeStore) -> None:
+    svc = service(store, preset="original")
+    svc.remember(ALICE, Role.USER, "old", vec(1, 0), now=T0)
+    pruned = svc.prune(T0 + 31 * DAY + 1)
+    assert (pruned.archived, pruned.forgotten_long_term) == (0, 1)
+    assert tiers(svc) == {}
+
+
+def test_an_archived_memory_comes_back_only_on_a_strong_cue(store: EdgeStore) -> None:
+    svc = service(store, salience_gain=0.0, archive_min_score=0.9)
+    old, _ = svc.remember(ALICE, Role.USER, "the cabin code is 4711", vec(1, 0, 0), now=T0)
+    assert old.expires_at is not None
+    later = old.expires_at + DAY
+    svc.prune(later)
+    weak = svc.recall(ALICE, "weak cue", vec(1, 1.5, 0), limit=3, dry_run=True, now=later)
+    assert weak.memories == []  # cosine 0.55 < 0.9: not recognised
+    strong = svc.recall(ALICE, "strong cue", vec(1, 0.1, 0), limit=3, now=later)
+    assert [m.text for m in strong.memories] == ["the cabin code is 4711"]
+    # recognised and reinforced: back in long-term memory, with the reinforced strength
+    assert tiers(svc)["the cabin code is 4711"] == Tier.LONG_TERM
+
+
+def test_relevance_first_recall_keeps_the_relevant_over_the_strong(store: EdgeStore) -> None:
+    svc = service(store, salience_gain=0.0)
+    for i in range(5):  # a strong, off-topic memory
+        svc.remember(ALICE, Role.USER, "strong", vec(0, 0, 1), now=T0 + i)
+    svc.remember(ALICE, Role.USER, "relevant", vec(1, 0.2, 0), now=T0 + 10)
+    svc.remember(ALICE, Role.USER, "related", vec(1, 0.6, 0), now=T0 + 20)
+    recalled = svc.recall(ALICE, "q", vec(1, 0, 0), limit=2, dry_run=True, now=T0 + 30)
+    assert [m.text for m in recalled.memories] == ["relevant", "related"]

@@ -1,0 +1,57 @@
+"""Lexical (BM25) search on every backend, and its fusion with cosine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bionic_memory.relevance import with_lexical
+from bionic_memory.store.base import MemoryStore, Point, Where
+from tests.memory.conftest import DIM
+
+
+def point(i: int, text: str, tenant: str = "t") -> Point:
+    v = np.zeros(DIM, dtype=np.float32)
+    v[i % DIM] = 1.0
+    payload = {"tenant": tenant, "user": "u", "tier": "ltm", "text": text, "expires_at": 1e18}
+    return Point(id=f"00000000-0000-0000-0000-{i:012d}", payload=payload, vector=v.tolist())
+
+
+def test_search_text_finds_rare_words_within_the_filter(store: MemoryStore) -> None:
+    store.upsert(
+        [
+            point(1, "We adopted a puppy named Oscar last spring"),
+            point(2, "The weather was lovely, we walked a lot"),
+            point(3, "Oscar loves the beach and chasing seagulls"),
+            point(4, "Oscar is my neighbour's cat", tenant="other"),
+        ]
+    )
+    hits = store.search_text(Where(tenant="t", user="u"), "Where does Oscar like to go?", 5)
+    assert {p.payload["text"] for p, _ in hits} == {
+        "We adopted a puppy named Oscar last spring",
+        "Oscar loves the beach and chasing seagulls",
+    }
+    assert all(score > 0 for _, score in hits)
+    assert store.search_text(Where(tenant="t"), "the a of", 5) == []  # stop words only
+
+
+def test_rewriting_a_text_rewrites_its_terms(store: MemoryStore) -> None:
+    store.upsert([point(1, "jasmine tea in the morning")])
+    store.upsert([point(1, "espresso in the morning")])
+    where = Where(tenant="t")
+    assert store.search_text(where, "jasmine", 5) == []
+    assert len(store.search_text(where, "espresso", 5)) == 1
+
+
+def test_fusion_adds_a_bonus_of_at_most_weight_to_the_cosine() -> None:
+    a, b, c = point(0, "a"), point(1, "b"), point(2, "c")
+    query = [1.0] + [0.0] * (DIM - 1)
+    fused = with_lexical(
+        dense=[(a, 0.9), (b, 0.5)], lexical=[(c, 4.0), (b, 2.0)], query=query, weight=0.5, limit=3
+    )
+    scores = {p.id: s for p, s in fused}
+    assert scores[a.id] == pytest.approx(0.9)  # no lexical match
+    assert scores[b.id] == pytest.approx(0.5 + 0.5 * 2.0 / 4.0)
+    assert scores[c.id] == pytest.approx(0.0 + 0.5)  # lexical only: cosine from its vector
+    assert [p.id for p, _ in fused] == [a.id, b.id, c.id]
+    assert len(with_lexical([(a, 0.9)], [(c, 4.0)], query, 0.5, limit=1)) == 1
