@@ -68,6 +68,7 @@ fmt: install
 
 bench: install
 	$(PY) bench/embedder.py
+	$(PY) bench/gateway_overhead.py
 
 clean:
 	rm -rf $(VENV) $(PROTO_OUT)/bionic .pytest_cache .mypy_cache .ruff_cache
