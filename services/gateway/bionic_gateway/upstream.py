@@ -74,10 +74,12 @@ class Upstream:
         content: AsyncIterator[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
         params: str = "",
+        timeout: float | None = None,
     ) -> httpx.Response:
         """Send a request and return the response with its body still unread.
 
-        A timeout becomes 504, an unreachable upstream 502 (OpenAI-shaped errors).
+        A timeout (the client's, or `timeout` seconds) becomes 504, an unreachable upstream
+        502 (OpenAI-shaped errors).
         """
         request = self.client.build_request(
             method,
@@ -85,6 +87,7 @@ class Upstream:
             json=json_body,
             content=content,
             headers={**(headers or {}), **self.headers(caller)},
+            timeout=httpx.Timeout(timeout) if timeout else httpx.USE_CLIENT_DEFAULT,
         )
         try:
             return await self.client.send(request, stream=True)

@@ -13,6 +13,7 @@ from bionic_gateway.errors import OpenAIError
 from bionic_gateway.upstream import Upstream, passthrough_headers
 
 log = logging.getLogger(__name__)
+MODELS_TIMEOUT = 5.0  # a silent upstream must not hold up the model list for long
 
 
 class ModelsService:
@@ -22,7 +23,7 @@ class ModelsService:
 
     async def listing(self, caller: Caller) -> Response:
         try:
-            reply = await self._upstream.send("GET", "models", caller)
+            reply = await self._upstream.send("GET", "models", caller, timeout=MODELS_TIMEOUT)
             body = await self._upstream.read(reply)
         except OpenAIError as exc:
             log.warning("upstream /models failed (%s); answering from configuration", exc)
