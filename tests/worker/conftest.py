@@ -101,6 +101,12 @@ def worker_stack(
     for name in ("worker", "beat"):
         spec = stack.specs[name]
         stack.specs[name] = dataclasses.replace(spec, env={**spec.env, **WORKER_ENV})
+    # The original algorithm: single-exponential cooling with the closed-form expiries
+    # the forgetting tests compute, and forgetting deletes (no archive).
+    memory = stack.specs["memory"]
+    stack.specs["memory"] = dataclasses.replace(
+        memory, env={**memory.env, "BIONIC_MEMORY_PRESET": "original"}
+    )
     worker = stack.specs["worker"]
     stack.specs["worker"] = dataclasses.replace(
         worker, env={**worker.env, "BIONIC_WORKER_METRICS_PORT": str(metrics_port)}

@@ -38,12 +38,12 @@ def by_tier(memories: list[Memory], tier: Tier) -> dict[str, Memory]:
     return {m.text: m for m in memories if m.tier == tier}
 
 
-def send_and_wait(ws: WorkerStack, task: str, message: object) -> None:
+def send_and_wait(ws: WorkerStack, task: str, args: list[object]) -> None:
     """Queue one task and wait until the worker has run it to success."""
     before = tasks_done(ws, task)
     app = ws.producer()
     try:
-        app.send_task(task, args=[message])
+        app.send_task(task, args=args)
     finally:
         app.close()
     wait_for(lambda: tasks_done(ws, task) >= before + 1, timeout=30)
@@ -53,8 +53,8 @@ def test_a_reply_delivered_twice_is_stored_once_and_reinforces_once(
     worker_stack: WorkerStack,
 ) -> None:
     scope = new_scope("dup")
-    send_and_wait(worker_stack, REMEMBER_USER_TURN, user_turn(scope, TEA))
-    send_and_wait(worker_stack, REMEMBER_EXCHANGE, exchange(scope, REPLY, "turn-1"))
+    send_and_wait(worker_stack, REMEMBER_USER_TURN, [user_turn(scope, TEA)])
+    send_and_wait(worker_stack, REMEMBER_EXCHANGE, [exchange(scope, REPLY, "turn-1")])
     first = memories_of(worker_stack, scope)
     long_term = by_tier(first, Tier.LONG_TERM)
     assert set(long_term) == {TEA, REPLY}
@@ -65,7 +65,7 @@ def test_a_reply_delivered_twice_is_stored_once_and_reinforces_once(
     assert long_term[TEA].strength > 1.0
     assert TEA in by_tier(first, Tier.SHORT_TERM)
 
-    send_and_wait(worker_stack, REMEMBER_EXCHANGE, exchange(scope, REPLY, "turn-1"))  # again
+    send_and_wait(worker_stack, REMEMBER_EXCHANGE, [exchange(scope, REPLY, "turn-1")])  # again
     second = memories_of(worker_stack, scope)
     assert [(m.id, m.strength, m.updated_at) for m in second] == [
         (m.id, m.strength, m.updated_at) for m in first
