@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bionic_common.memory_types import Tier
@@ -21,6 +21,7 @@ from bionic_memory.forgetting import (
     fit_multi_exponential,
     fit_power_law,
     log_rmse,
+    reinforced,
     tier_laws,
 )
 from bionic_memory.records import NEVER
@@ -57,6 +58,7 @@ def test_a_fit_of_points_drawn_from_a_known_mixture_recovers_it() -> None:
     assert log_rmse(fitted, points) < 0.02
 
 
+@settings(deadline=None)
 @given(st.floats(1e-4, 0.999))
 def test_age_at_inverts_retention(retention: float) -> None:
     for curve in (FIT, POWER, Exponential(1e-5)):
@@ -71,6 +73,7 @@ def test_the_power_law_lifetime_has_its_closed_form() -> None:
     assert law.expires_at(s, 100.0) == pytest.approx(min(100.0 + expected, NEVER))
 
 
+@settings(deadline=None)
 @given(s=st.floats(0.5, 50), t0=st.floats(0, 2e9), dt=st.floats(0, 800 * DAY))
 def test_expiry_is_where_strength_crosses_the_threshold(s: float, t0: float, dt: float) -> None:
     law = Forgetting(FIT, 0.1)
@@ -123,3 +126,28 @@ def test_the_presets_pick_their_laws() -> None:
     assert isinstance(
         tier_laws(MemorySettings(forgetting_curve="power_law"))[Tier.ARCHIVE], Forgetting
     )
+
+
+def test_reinforcing_on_a_fitted_curve_keeps_the_age_and_adds_the_amount_now() -> None:
+    law = Forgetting(FIT, 0.1)
+    t0, now = 0.0, 40 * DAY
+    s, origin = reinforced(law, 1.0, t0, now, 0.3)
+    assert origin == t0
+    assert law.strength(s, origin, now) == pytest.approx(law.strength(1.0, t0, now) + 0.3)
+    # the gain cools along the tail, not from the steep start: a day later it kept more
+    # than a fresh memory of the same strength would
+    fresh = law.strength(1.0, t0, now) + 0.3
+    assert law.strength(s, origin, now + DAY) > law.strength(fresh, now, now + DAY)
+    assert law.expires_at(s, origin) > law.expires_at(1.0, t0)
+
+
+def test_reinforcing_on_the_original_exponential_restarts_its_curve() -> None:
+    s, origin = reinforced(LONG_TERM, 2.0, 0.0, 10 * DAY, 1.0)
+    assert origin == 10 * DAY
+    assert s == pytest.approx(LONG_TERM.reinforce(2.0, 0.0, 10 * DAY))
+    # which for an exponential is the same future as keeping the age
+    kept = Forgetting(exponential_through(*EBBINGHAUS_CURVE[-1]), 0.211)
+    for later in (11 * DAY, 60 * DAY):
+        assert kept.strength(s, origin, later) == pytest.approx(
+            kept.strength(2.0, 0.0, later) + kept.strength(1.0, 10 * DAY, later)
+        )

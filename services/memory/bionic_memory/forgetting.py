@@ -246,3 +246,21 @@ def tier_laws(settings: MemorySettings) -> dict[Tier, Law]:
         Tier.SHORT_TERM: short_term,
         Tier.ARCHIVE: Forgetting(curve, min(settings.archive_threshold, long_term.threshold)),
     }
+
+
+def reinforced(law: Law, s: float, t0: float, now: float, amount: float) -> tuple[float, float]:
+    """Strength and origin `(s', t0')` after reinforcing by `amount` at `now`, so that the
+    strength at `now` is `s(now) + amount`.
+
+    A single exponential forgets nothing of a memory's age, so the original restarts the
+    curve: `(s(now) + amount, now)`. A fitted curve falls fast at first and slowly later,
+    and restarting it would push an old memory back onto the steep part, so that being
+    recalled made it expire sooner. Instead the memory keeps its age and the amount joins
+    it there: `(s + amount / R(now - t0), t0)` — of two memories equally strong now, the
+    older fades more slowly (Jost's law)."""
+    curve = law.curve if isinstance(law, Forgetting) else None
+    if curve is not None and not isinstance(curve, Exponential):
+        kept = curve.retention(now - t0)
+        if kept > 0:
+            return s + amount / kept, t0
+    return law.strength(s, t0, now) + amount, now

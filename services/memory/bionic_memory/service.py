@@ -30,7 +30,7 @@ from bionic_common.memory_types import (
 from bionic_memory.clusters import near_duplicate_groups
 from bionic_memory.config import MemorySettings
 from bionic_memory.errors import InvalidArgument, NotFound
-from bionic_memory.forgetting import tier_laws
+from bionic_memory.forgetting import reinforced, tier_laws
 from bionic_memory.recall import (
     Candidate,
     RecallParams,
@@ -718,11 +718,17 @@ class MemoryService:
         return cooling.expires_at(payload["strength"], payload["updated_at"])
 
     def _reinforced(self, payload: dict[str, Any], amount: float, now: float) -> dict[str, Any]:
-        """The fields that reinforce a memory by `amount` at `now`: s <- s(now) + amount."""
-        fields: dict[str, Any] = {
-            "strength": self._current(payload, now) + amount,
-            "updated_at": now,
-        }
+        """The fields that reinforce a memory by `amount` at `now`: its strength at `now`
+        grows by `amount` (forgetting.reinforced: on a fitted curve an old memory keeps its
+        age, so what it gains cools as slowly as it does)."""
+        if payload["pinned"]:
+            strength, origin = float(payload["strength"]) + amount, now
+        else:
+            law = self._cooling[Tier(payload["tier"])]
+            strength, origin = reinforced(
+                law, payload["strength"], payload["updated_at"], now, amount
+            )
+        fields: dict[str, Any] = {"strength": strength, "updated_at": origin}
         if payload["tier"] == Tier.ARCHIVE.value:  # recognised: back into long-term memory
             fields["tier"] = Tier.LONG_TERM.value
         fields["expires_at"] = self._expiry({**payload, **fields})
