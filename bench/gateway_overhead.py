@@ -234,7 +234,11 @@ def main() -> None:
         stack.stop()
         upstream.terminate()
         upstream.wait(10)
-    text = report(runs)
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    text = (
+        report(runs)
+        + f"\n\nLoad average (1/5/15 min) at the end: {load} on {os.cpu_count()} cores."
+    )
     sys.stdout.write(text + "\n")
     if args.out:
         args.out.write_text(

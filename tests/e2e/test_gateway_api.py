@@ -5,6 +5,7 @@ Python and Node.js clients."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -311,7 +312,7 @@ def test_other_v1_paths_pass_through_streaming_and_bounded(gw: Gateway) -> None:
     c = gw.client("sk-other")
     completion = c.completions.create(model="recorder", prompt="Say hi")
     assert completion.model_extra is not None and completion.model_extra["path"] == "completions"
-    assert json.loads(gw.upstream.requests[-1]["body"]["bytes"] and "true")
+    assert completion.model_extra["method"] == "POST" and completion.model_extra["bytes"] > 0
     assert gw.upstream.requests[-1]["body"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
 
     upload = os.urandom(256 * 1024)
@@ -323,7 +324,7 @@ def test_other_v1_paths_pass_through_streaming_and_bounded(gw: Gateway) -> None:
         seen = reply.json()
         assert (seen["method"], seen["path"], seen["query"]) == ("POST", "files", "purpose=test")
         assert seen["bytes"] == len(upload)
-        assert seen["sha256"] == __import__("hashlib").sha256(upload).hexdigest()
+        assert seen["sha256"] == hashlib.sha256(upload).hexdigest()
 
         with http.stream("GET", "/audio/anything", params={"sse": 3}) as events:
             assert events.headers["content-type"].startswith("text/event-stream")
@@ -497,7 +498,7 @@ def test_no_endpoint_reaches_another_tenant_or_user(gw: Gateway) -> None:
         exported = a.get("/memories/export", params={"user": "shared"}).text
 
         for http, user in ((b, "shared"), (a, "other")):  # another tenant; another user
-            assert _all(http, user) == [] or all(m["id"] != mine_id for m in _all(http, user))
+            assert all(m["id"] != mine_id and "owl" not in m["text"] for m in _all(http, user))
             assert http.get(f"/memories/{mine_id}", params={"user": user}).status_code == 404
             patch = http.patch(f"/memories/{mine_id}", params={"user": user}, json={"pinned": True})
             assert patch.status_code == 404
@@ -511,13 +512,12 @@ def test_no_endpoint_reaches_another_tenant_or_user(gw: Gateway) -> None:
             assert all("owl" not in m["text"] for m in preview["memories"])
             assert "owl" not in http.get("/memories/export", params={"user": user}).text
         assert b.delete("/memories", params={"user": "shared"}).json()["deleted"] == 0
-        assert b.get("/memories/stats", params={"user": "shared"}).json()["tiers"] == [] or all(
-            t["count"] == 0
-            for t in b.get("/memories/stats", params={"user": "shared"}).json()["tiers"]
-        )
+        tiers = b.get("/memories/stats", params={"user": "shared"}).json()["tiers"]
+        assert sum(t["count"] for t in tiers) == 0
+        assert _all(b, "shared") == []
 
         # Importing A's export as B lands in B's tenant and leaves A's memory alone.
-        b.post("/memories/import", params={"user": "shared"}, content=exported)
+        assert b.post("/memories/import", params={"user": "shared"}, content=exported).is_success
         b.delete("/memories", params={"user": "shared"})
         again = a.get(f"/memories/{mine_id}", params={"user": "shared"})
         assert again.status_code == 200 and again.json()["text"] == "My bank PIN hint is owl."
