@@ -18,6 +18,7 @@ from bionic_gateway.chat.prompt import MemoryPrompt
 from bionic_gateway.config import GatewaySettings
 from tests.support.ports import free_port
 from tests.support.recording_upstream import REPLY, RecordingUpstream
+from tests.support.stack import wait_for
 
 CHAT = {"model": "recorder", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -115,13 +116,18 @@ def test_memory_down_means_degraded_not_failed(upstream: RecordingUpstream) -> N
         assert reply.status_code == 200 and reply.headers["x-bionic-memory"] == "degraded"
         off = c.post("/v1/chat/completions", json=CHAT, headers={"x-bionic-memory-mode": "off"})
         assert off.headers["x-bionic-memory"] == "off"
-        metrics = c.get("/metrics/").text
+        queued = (
+            'bionic_gateway_tasks_queued_total{outcome="queued",task="memory.remember_user_turn"}'
+            " 1.0"
+        )  # published on the queue's own thread, after the response
+
+        def published() -> str:
+            text = c.get("/metrics/").text
+            return text if queued in text else ""
+
+        metrics = wait_for(published)
     assert 'bionic_gateway_memory_degraded_total{reason="' in metrics
     assert 'bionic_gateway_chat_turns_total{memory="degraded",stream="false"} 1.0' in metrics
-    assert (
-        'bionic_gateway_tasks_queued_total{outcome="queued",task="memory.remember_user_turn"} 1.0'
-        in metrics
-    )
     assert 'bionic_gateway_stage_seconds_count{stage="upstream_first_byte"} 2.0' in metrics
 
 

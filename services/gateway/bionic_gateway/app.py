@@ -53,7 +53,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         embedder = EmbedderClient(settings.embedder_target)
         memory = MemoryClient(settings.memory_target)
         upstream = Upstream(settings)
-        queue = TaskQueue(settings.broker_url, metrics)
+        queue = TaskQueue(settings.broker_url, metrics, settings.max_pending_tasks)
         recaller = Recaller(
             embedder, memory, metrics, settings.memory_deadline, settings.recall_limit
         )

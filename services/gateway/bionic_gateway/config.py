@@ -35,6 +35,9 @@ class GatewaySettings(BaseSettings):
     broker_url: str = Field(
         "sqla+sqlite:///data/broker.sqlite", description="Where replies are queued for the worker"
     )
+    max_pending_tasks: int = Field(
+        1024, ge=1, description="Tasks waiting to be published before new ones are dropped"
+    )
     memory_deadline: float = Field(
         0.3, gt=0, description="Seconds embed + recall may take before chat goes on without memory"
     )

@@ -179,13 +179,6 @@ class RelayResponse(StreamingResponse):
             await self.background()
 
 
-def upstream_response(
-    reply: httpx.Response,
-    body: bytes,
-    headers: Mapping[str, str],
-    background: BackgroundTask | None = None,
-) -> Response:
+def upstream_response(reply: httpx.Response, body: bytes, headers: Mapping[str, str]) -> Response:
     """The upstream's answer as it was: status, body and headers (retry-after included)."""
-    return Response(
-        body, reply.status_code, {**passthrough_headers(reply), **headers}, background=background
-    )
+    return Response(body, reply.status_code, {**passthrough_headers(reply), **headers})

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.background import BackgroundTasks
+from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from bionic_common.memory_types import Scope
@@ -107,9 +107,8 @@ class ChatService:
         scope = Scope(tenant=caller.tenant, user=request.user or DEFAULT_USER)
         text = request.last_user_text()
         turn = await self._recaller.turn(scope, text, request.controls(headers), request_id)
-        tasks = BackgroundTasks()
         if turn.degraded and turn.stores:  # the store recall would have done, for later
-            tasks.add_task(self._queue.remember_turn, scope, text, request_id, time.time())
+            self._queue.remember_turn(scope, text, request_id, time.time())
         upstream_body = {k: v for k, v in body.items() if k not in OWN_FIELDS}
         upstream_body["messages"] = self._prompt.inject(body["messages"], turn.recalled)
 
@@ -133,23 +132,22 @@ class ChatService:
                 answer, usage = _reply_parts(content)
                 self._count_tokens(usage)
                 if answer and turn.stores:
-                    tasks.add_task(self._queue.remember_exchange, scope, answer, request_id)
-            return upstream_response(reply, content, out_headers, tasks)
+                    self._queue.remember_exchange(scope, answer, request_id)
+            return upstream_response(reply, content, out_headers)
 
         collector = ReplyCollector()
 
-        def finish() -> None:
+        async def finish() -> None:  # after the last byte, or after the client left
             self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
             self._count_tokens(collector.usage)
             if collector.finished and collector.text and turn.stores:
                 self._queue.remember_exchange(scope, collector.text, request_id)
 
-        tasks.add_task(finish)
         out_headers["server-timing"] = _server_timing(turn, first_byte, None)
         return RelayResponse(
             relay_body(reply, collector.feed, sse=True),
             headers={**passthrough_headers(reply), **out_headers},
-            background=tasks,
+            background=BackgroundTask(finish),
         )
 
     def _count_tokens(self, usage: dict[str, Any] | None) -> None:
