@@ -9,7 +9,15 @@ import signal
 from bionic_common.memory_types import Role, Tier
 from bionic_common.tasks import REMEMBER_EXCHANGE
 from tests.support.stack import wait_for
-from tests.worker.conftest import WorkerStack, memories_of, metric, new_scope, tasks_done
+from tests.worker.conftest import (
+    QUICK_REDELIVERY,
+    WORKER_ENV,
+    WorkerStack,
+    memories_of,
+    metric,
+    new_scope,
+    tasks_done,
+)
 from tests.worker.test_remember_exchange import exchange
 
 TOPICS = ["tea", "trains", "violins", "glaciers", "tax forms", "orchids", "chess", "kites"]
@@ -73,7 +81,7 @@ def test_a_task_of_a_worker_killed_mid_task_is_delivered_again_and_done_once(
     replies = texts(3)
     # Memory is down and RPCs wait up to 7 s for it: a taken task is mid-call.
     ws.stack.stop_service("memory")
-    ws.restart("worker", BIONIC_WORKER_RPC_TIMEOUT="7")
+    ws.restart("worker", **QUICK_REDELIVERY, BIONIC_WORKER_RPC_TIMEOUT="7")
     try:
         app = ws.producer()
         try:
@@ -89,7 +97,10 @@ def test_a_task_of_a_worker_killed_mid_task_is_delivered_again_and_done_once(
     finally:
         ws.stack.start_service("memory")
         ws.restart("worker", BIONIC_WORKER_RPC_TIMEOUT="2")
-    # Delivered again once the visibility timeout (12 s here) ran out.
-    stored = wait_for(lambda: _all(memories_of(ws, scope), len(replies)), timeout=60)
-    assert sorted(m.text for m in stored) == sorted(replies)
-    assert tasks_done(ws, REMEMBER_EXCHANGE) >= len(replies)
+    try:
+        # Delivered again once the visibility timeout (12 s here) ran out.
+        stored = wait_for(lambda: _all(memories_of(ws, scope), len(replies)), timeout=60)
+        assert sorted(m.text for m in stored) == sorted(replies)
+        assert tasks_done(ws, REMEMBER_EXCHANGE) >= len(replies)
+    finally:
+        ws.restart("worker", **{k: WORKER_ENV[k] for k in QUICK_REDELIVERY})

@@ -56,13 +56,20 @@ def test_a_good_llm_answer_is_the_summary() -> None:
     assert summary.metadata() == {"summary_method": "llm", "summary_model": "faulty"}
 
 
+def test_an_llm_answer_over_the_bound_keeps_its_whole_sentences_that_fit() -> None:
+    with FaultyUpstream("ramble") as upstream:
+        summary = summarize(upstream)
+    assert summary.method == "llm_sentence_cut"
+    assert summary.text == " ".join(["This goes on and on."] * 9)  # 188 characters
+    assert "the bound is 200" in summary.fallback_reason
+
+
 @pytest.mark.parametrize(
     ("mode", "reason"),
     [
         ("error", "upstream answered HTTP 500"),
         ("slow", "upstream timed out after 1s"),
-        ("ramble", "the bound is 200"),
-        ("cut", "summary ran past 64 tokens"),
+        ("cut", "summary ran past 64 tokens, without a whole sentence"),
         ("garbage", "not a chat completion"),
     ],
 )

@@ -50,7 +50,7 @@ class WorkerMetrics:
         )
         self.summaries = Counter(
             "bionic_worker_summaries",
-            "Summaries stored, by how they were made (llm, sentence_cut)",
+            "Summaries stored, by how they were made (llm, llm_sentence_cut, sentence_cut)",
             ["method"],
             registry=registry,
         )

@@ -17,8 +17,8 @@ import httpx
 log = logging.getLogger(__name__)
 
 PROMPT = (
-    "Summarize the following message in one or two short sentences, at most {chars} "
-    "characters. Keep names, numbers, dates and decisions. Reply with the summary only."
+    "Summarize the following message in one short sentence of at most {chars} characters. "
+    "Keep names, numbers, dates and decisions. Reply with the summary only."
 )
 SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f][\"')\]\u201d\u2019]*(?=\s|$)")
 
@@ -26,7 +26,9 @@ SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f][\"')\]\u201d\u2019]*(?=\s|$)
 @dataclass(frozen=True, slots=True)
 class Summary:
     text: str
-    method: str  # "llm" or "sentence_cut"
+    # "llm"; "llm_sentence_cut": the LLM's answer ran over, its whole sentences within the
+    # bound are kept; "sentence_cut": the LLM failed, the text itself is cut.
+    method: str
     model: str = ""
     fallback_reason: str = ""  # why the LLM's answer was not used
 
@@ -107,12 +109,20 @@ class Summarizer:
         summary = " ".join(str(content or "").split())
         if not summary:
             raise LLMUnusable("upstream returned an empty summary")
+        overrun = ""
         if choice.get("finish_reason") == "length":
-            raise LLMUnusable(f"summary ran past {o.max_tokens} tokens")
-        if len(summary) > o.max_chars:
-            raise LLMUnusable(f"summary has {len(summary)} characters; the bound is {o.max_chars}")
+            overrun = f"summary ran past {o.max_tokens} tokens"
+        elif len(summary) > o.max_chars:
+            overrun = f"summary has {len(summary)} characters; the bound is {o.max_chars}"
+        if overrun:
+            # Keep the LLM's own whole sentences that fit; without one, cut the text.
+            summary = whole_sentences(summary, o.max_chars)
+            if not summary:
+                raise LLMUnusable(f"{overrun}, without a whole sentence within the bound")
         if len(summary) >= len(text):
             raise LLMUnusable("summary is not shorter than the text")
+        if overrun:
+            return Summary(summary, "llm_sentence_cut", model=model, fallback_reason=overrun)
         return Summary(text=summary, method="llm", model=model)
 
     async def _first_model(self) -> str:
@@ -129,15 +139,23 @@ class Summarizer:
         await self._http.aclose()
 
 
+def whole_sentences(text: str, max_chars: int) -> str:
+    """The longest run of whole sentences from the start that fits in `max_chars`
+    (empty when the first sentence is already too long, or unfinished)."""
+    flat = " ".join(text.split())
+    ends = [m.end() for m in SENTENCE_END.finditer(flat) if m.end() <= max_chars]
+    return flat[: ends[-1]] if ends else ""
+
+
 def sentence_cut(text: str, max_chars: int) -> str:
-    """The longest run of whole sentences from the start that fits in `max_chars`;
-    if even the first sentence is too long, its words up to the bound, with an ellipsis."""
+    """The text if it fits, else its whole sentences that fit in `max_chars`; if even the
+    first sentence is too long, its words up to the bound, with an ellipsis."""
     flat = " ".join(text.split())
     if len(flat) <= max_chars:
         return flat
-    ends = [m.end() for m in SENTENCE_END.finditer(flat) if m.end() <= max_chars]
-    if ends:
-        return flat[: ends[-1]]
+    cut = whole_sentences(flat, max_chars)
+    if cut:
+        return cut
     head = flat[: max_chars - 1]
     if " " in head:
         head = head[: head.rindex(" ")]
