@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,14 @@ def fit_budget(
 class Bench:
     def __init__(self, data: Dataset, cache: EmbedCache) -> None:
         self.data = data
-        self.cache = cache
+        # Everything a worker process needs, precomputed (so a Bench pickles cheaply).
+        self.vectors_of = {
+            c.sample_id: (
+                cache.embed([t.text for t in c.turns], query=False),
+                cache.embed([q.text for q in c.questions], query=True),
+            )
+            for c in data.conversations
+        }
         texts = [t.text for c in data.conversations for t in c.turns]
         counts = cache.count_tokens([LINE_PREFIX + t for t in texts])
         self.tokens = {
@@ -120,9 +128,7 @@ class Bench:
     def vectors(
         self, conv: Conversation
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        docs = self.cache.embed([t.text for t in conv.turns], query=False)
-        queries = self.cache.embed([q.text for q in conv.questions], query=True)
-        return docs, queries
+        return self.vectors_of[conv.sample_id]
 
     def ask(self, budget: int) -> int:
         return min(100, math.ceil(ASK_MARGIN * budget / self.mean_tokens))
@@ -242,47 +248,59 @@ class Replay:
     seconds: float = 0.0
 
 
-def service_scores(bench: Bench, settings: MemorySettings, clocked: bool) -> tuple[Scores, Replay]:
+def merge(parts: list[Scores]) -> Scores:
+    merged = new_scores()
+    for part in parts:
+        for mine, theirs in (
+            (merged.recall, part.recall),
+            (merged.any_hit, part.any_hit),
+            (merged.all_hit, part.all_hit),
+        ):
+            for label, values in theirs.items():
+                mine[label].extend(values)
+        merged.category.extend(part.category)
+    return merged
+
+
+def service_conversation(
+    bench: Bench, settings: MemorySettings, clocked: bool, index: int
+) -> tuple[Scores, Replay]:
+    """One conversation replayed into a fresh store, then its questions (a worker's job)."""
     scores = new_scores()
     replay = Replay()
     started = time.perf_counter()
-    for conv in bench.data.conversations:
-        docs, queries = bench.vectors(conv)
-        with tempfile.TemporaryDirectory() as folder:
-            store = EdgeStore(folder, docs.shape[1])
-            service = MemoryService(store, settings)
-            for now in replay_turns(service, conv, docs, clocked):
-                pruned = service.prune(now)
-                replay.pruned += pruned.forgotten_long_term + pruned.forgotten_archive
-                replay.archived += pruned.archived
-            asked = conv.turns[-1].time + QUESTION_DELAY
-            if clocked:
-                pruned = service.prune(asked)
-                replay.pruned += pruned.forgotten_long_term + pruned.forgotten_archive
-                replay.archived += pruned.archived
+    conv = bench.data.conversations[index]
+    docs, queries = bench.vectors(conv)
+    with tempfile.TemporaryDirectory() as folder:
+        store = EdgeStore(folder, docs.shape[1])
+        service = MemoryService(store, settings)
+        asked = conv.turns[-1].time + QUESTION_DELAY
+        for now in replay_turns(service, conv, docs, clocked):
+            prune(service, now, replay)  # as the worker's beat would, mid-replay
+        if clocked:
+            prune(service, asked, replay)
 
-            def rank(
-                qi: int,
-                limit: int,
-                service: MemoryService = service,
-                queries: npt.NDArray[np.float32] = queries,
-                conv: Conversation = conv,
-                asked: float = asked,
-            ) -> tuple[list[str], list[float]]:
-                recalled = service.recall(
-                    SCOPE,
-                    conv.questions[qi].text,
-                    queries[qi].tolist(),
-                    limit=limit,
-                    dry_run=True,
-                    now=asked,
-                ).memories
-                return [dia_id(m) for m in recalled], [m.score for m in recalled]
+        def rank(qi: int, limit: int) -> tuple[list[str], list[float]]:
+            recalled = service.recall(
+                SCOPE,
+                conv.questions[qi].text,
+                queries[qi].tolist(),
+                limit=limit,
+                dry_run=True,
+                now=asked,
+            ).memories
+            return [dia_id(m) for m in recalled], [m.score for m in recalled]
 
-            bench.score(conv, rank, scores)
-            store.close()
+        bench.score(conv, rank, scores)
+        store.close()
     replay.seconds = time.perf_counter() - started
     return scores, replay
+
+
+def prune(service: MemoryService, now: float, replay: Replay) -> None:
+    pruned = service.prune(now)
+    replay.pruned += pruned.forgotten_long_term + pruned.forgotten_archive
+    replay.archived += pruned.archived
 
 
 def replay_turns(
@@ -398,7 +416,7 @@ def report(
         "Replays through the memory service (simulated clock: what pruning did):",
         "",
     ]
-    table = Table(["run", "forgotten (deleted)", "archived", "seconds"])
+    table = Table(["run", "forgotten (deleted)", "archived (moves)", "CPU seconds"])
     for name, replay in replays.items():
         table.add([name, str(replay.pruned), str(replay.archived), f"{replay.seconds:.0f}"])
     lines += [table.render(), ""]
@@ -411,6 +429,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=0, help="first N only (0: all)")
     parser.add_argument("--presets", default="original,default", help="comma-separated")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes")
     parser.add_argument("--modes", default="no-decay,clock", help="no-decay, clock or both")
     parser.add_argument(
         "--set",
@@ -451,14 +470,30 @@ def main() -> None:
         "plain top-k (cosine)": plain_scores(bench),
         "plain hybrid (BM25+dense RRF)": hybrid_scores(bench),
     }
-    replays: dict[str, Replay] = {}
-    for preset in args.presets.split(","):
-        for clocked in [mode == "clock" for mode in args.modes.split(",")]:
-            settings = MemorySettings(preset=preset, **overrides)  # type: ignore[arg-type]
-            name = f"{preset}, {'simulated clock' if clocked else 'no decay'}"
-            log.info("running %s", name)
-            runs[name], replays[name] = service_scores(
-                bench, settings if clocked else no_decay(settings), clocked
+    jobs: dict[str, list[Future[tuple[Scores, Replay]]]] = {}
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for preset in args.presets.split(","):
+            for clocked in [mode == "clock" for mode in args.modes.split(",")]:
+                settings = MemorySettings(preset=preset, **overrides)  # type: ignore[arg-type]
+                name = f"{preset}, {'simulated clock' if clocked else 'no decay'}"
+                jobs[name] = [
+                    pool.submit(
+                        service_conversation,
+                        bench,
+                        settings if clocked else no_decay(settings),
+                        clocked,
+                        index,
+                    )
+                    for index in range(len(data.conversations))
+                ]
+        replays: dict[str, Replay] = {}
+        for name, futures in jobs.items():
+            parts = [f.result() for f in futures]
+            runs[name] = merge([scores for scores, _ in parts])
+            replays[name] = Replay(
+                pruned=sum(r.pruned for _, r in parts),
+                archived=sum(r.archived for _, r in parts),
+                seconds=sum(r.seconds for _, r in parts),
             )
             log.info("%s: recall@10 %.3f", name, mean(runs[name].recall["k=10"]))
     text = report(bench, runs, replays, args)

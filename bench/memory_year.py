@@ -296,11 +296,23 @@ def main() -> None:
     parser.add_argument("--per-day", type=int, default=24)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--presets", default="default,original")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="MemorySettings override for every preset, as KEY=VALUE",
+    )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    overrides = dict(item.split("=", 1) for item in args.set)
     years = {
-        name: run(MemorySettings(preset=name, dimension=DIM), args.days, args.per_day, args.seed)  # type: ignore[arg-type]
+        name: run(
+            MemorySettings(preset=name, dimension=DIM, **overrides),  # type: ignore[arg-type]
+            args.days,
+            args.per_day,
+            args.seed,
+        )
         for name in args.presets.split(",")
     }
     text = report(years, args.days, args.per_day)

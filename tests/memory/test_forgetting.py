@@ -128,17 +128,21 @@ def test_the_presets_pick_their_laws() -> None:
     )
 
 
-def test_reinforcing_on_a_fitted_curve_keeps_the_age_and_adds_the_amount_now() -> None:
+def test_reinforcing_on_a_fitted_curve_adds_a_fresh_traces_tail_and_keeps_the_age() -> None:
     law = Forgetting(FIT, 0.1)
     t0, now = 0.0, 40 * DAY
     s, origin = reinforced(law, 1.0, t0, now, 0.3)
     assert origin == t0
-    assert law.strength(s, origin, now) == pytest.approx(law.strength(1.0, t0, now) + 0.3)
-    # the gain cools along the tail, not from the steep start: a day later it kept more
-    # than a fresh memory of the same strength would
-    fresh = law.strength(1.0, t0, now) + 0.3
-    assert law.strength(s, origin, now + DAY) > law.strength(fresh, now, now + DAY)
+    assert s == pytest.approx(1.0 + 0.3 * math.exp(min(FIT.rates) * now))
+    # once the fast parts are gone it is exactly the old memory plus a fresh trace
+    for later in (now + 60 * DAY, now + 300 * DAY):
+        both = law.strength(1.0, t0, later) + law.strength(0.3, now, later)
+        assert law.strength(s, origin, later) == pytest.approx(both, rel=1e-3)
     assert law.expires_at(s, origin) > law.expires_at(1.0, t0)
+
+
+def test_the_power_law_keeps_the_age_and_adds_the_amount() -> None:
+    assert reinforced(Forgetting(POWER, 0.1), 2.0, 5.0, 50 * DAY, 0.5) == (2.5, 5.0)
 
 
 def test_reinforcing_on_the_original_exponential_restarts_its_curve() -> None:

@@ -82,7 +82,10 @@ class MemorySettings(BaseSettings):
         3, ge=1, description="Short-term candidates per recalled memory, before suppression"
     )
     reinforcement_temperature: float = Field(
-        1.0, gt=0, description="Softmax temperature of the reinforcement shares"
+        0.05, gt=0, description="Softmax temperature of the reinforcement shares"
+    )
+    reinforcement_gain: float = Field(
+        0.25, ge=0, description="Strength a recall hands out in all (its softmax shares' sum)"
     )
     long_term_delay: float = Field(
         EBBINGHAUS_CURVE[-1][0], gt=0, description="Long-term curve point: delay (seconds)"

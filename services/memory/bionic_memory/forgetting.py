@@ -49,6 +49,10 @@ class RetentionCurve(Protocol):
     def age_at(self, retention: float) -> float:
         """The age at which R falls to `retention` (0 < retention < 1); inf if never."""
 
+    def tail_gain(self, age: float) -> float:
+        """How much more of a fresh trace's long-run strength one unit carries when added
+        to a memory of this age (see `reinforced`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Exponential:
@@ -59,6 +63,9 @@ class Exponential:
 
     def age_at(self, retention: float) -> float:
         return -math.log(retention) / self.rate
+
+    def tail_gain(self, age: float) -> float:
+        return math.exp(self.rate * max(age, 0.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,9 @@ class MultiExponential:
                 break
         return high
 
+    def tail_gain(self, age: float) -> float:
+        return math.exp(min(self.rates) * max(age, 0.0))
+
 
 @dataclass(frozen=True, slots=True)
 class PowerLaw:
@@ -108,6 +118,9 @@ class PowerLaw:
     def age_at(self, retention: float) -> float:
         return self.scale * (float(retention ** (-1.0 / self.exponent)) - 1.0)
 
+    def tail_gain(self, age: float) -> float:
+        return 1.0  # (1 + (a + t)/τ)^-β / (1 + t/τ)^-β -> 1 as t grows
+
 
 @dataclass(frozen=True, slots=True)
 class NoDecay:
@@ -116,6 +129,9 @@ class NoDecay:
 
     def age_at(self, retention: float) -> float:
         return math.inf
+
+    def tail_gain(self, age: float) -> float:
+        return 1.0
 
 
 class Law(Protocol):
@@ -249,18 +265,18 @@ def tier_laws(settings: MemorySettings) -> dict[Tier, Law]:
 
 
 def reinforced(law: Law, s: float, t0: float, now: float, amount: float) -> tuple[float, float]:
-    """Strength and origin `(s', t0')` after reinforcing by `amount` at `now`, so that the
-    strength at `now` is `s(now) + amount`.
+    """Strength and origin `(s', t0')` after reinforcing by `amount` at `now`.
 
-    A single exponential forgets nothing of a memory's age, so the original restarts the
-    curve: `(s(now) + amount, now)`. A fitted curve falls fast at first and slowly later,
-    and restarting it would push an old memory back onto the steep part, so that being
-    recalled made it expire sooner. Instead the memory keeps its age and the amount joins
-    it there: `(s + amount / R(now - t0), t0)` — of two memories equally strong now, the
-    older fades more slowly (Jost's law)."""
+    A reinforcement is a fresh trace of strength `amount` laid over the memory. A single
+    exponential is memoryless, so the original restarts its curve: `(s(now) + amount, now)`,
+    exactly the sum of both traces. A fitted curve falls fast at first and slowly later;
+    restarting it would push an old memory back onto the steep part, so that being
+    recalled made it expire sooner. Instead the memory keeps its age and gains what the
+    fresh trace would hold in the long run, `amount * tail_gain(age)` (for a sum of
+    exponentials `amount * exp(k_min * age)`, which matches the fresh trace's slow tail
+    exactly; its fast part, gone in days, is not carried). For an exponential this is the
+    original rule again."""
     curve = law.curve if isinstance(law, Forgetting) else None
     if curve is not None and not isinstance(curve, Exponential):
-        kept = curve.retention(now - t0)
-        if kept > 0:
-            return s + amount / kept, t0
+        return s + amount * curve.tail_gain(now - t0), t0
     return law.strength(s, t0, now) + amount, now

@@ -20,6 +20,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "selection": "original",
         "strength_weight": 0.0,
         "lexical_weight": 0.0,
+        "reinforcement_temperature": 1.0,
+        "reinforcement_gain": 1.0,
         "forgetting_curve": "exponential",
         "archive": False,
         "salience_gain": 0.0,

@@ -206,7 +206,11 @@ class MemoryService:
         """Reinforce long-term hits by their share of relevance and copy them into
         short-term memory (reinforcing copies already there). Returns the short-term
         copies as they are (or, on a dry run, would be) after the turn."""
-        shares = reinforcement_shares([score for _, score in hits], params.temperature)
+        gain = self._settings.reinforcement_gain
+        shares = [
+            gain * share
+            for share in reinforcement_shares([score for _, score in hits], params.temperature)
+        ]
         copy_ids = [short_term_id(point.id) for point, _ in hits]
         existing = {p.id: p for p in self._store.retrieve(copy_ids)}
         promoted = []
