@@ -9,9 +9,9 @@ stages: embed, recall, upstream (first byte) and the server-side total.
 
 The gateway's own added time per turn is total − embed − recall − upstream, where total is
 what the client measured (to the last byte), all of the same turn; its p50 at concurrency
-1 is the number the target (≤ 3 ms) is about. A third target, `gateway-off`, is the same
-gateway with memory turned off for the request (`x-bionic-memory-mode: off`): the proxy
-alone, next to the direct numbers of the same run.
+1 is the number the target (≤ 3 ms) is about. Two more targets use the same gateway with
+per-request memory controls: `gateway-read-only` recalls but stores nothing (so no reply is
+queued and the worker stays idle), `gateway-off` is the proxy alone.
 
     .venv/bin/python bench/gateway_overhead.py [--turns 300] [--concurrency 1 32]
 """
@@ -42,6 +42,7 @@ from tests.support.stack import stack_settings, wait_for  # noqa: E402
 
 log = logging.getLogger("bench.gateway_overhead")
 STAGES = ("embed", "recall", "upstream", "total")
+MODES = {"gateway-read-only": "read-only", "gateway-off": "off"}
 
 
 @dataclass
@@ -103,8 +104,8 @@ async def measure(base_url: str, run: Run, turns: int, warmup: int) -> Run:
         max_connections=run.concurrency, max_keepalive_connections=run.concurrency
     )
     headers = {"authorization": "Bearer sk-bench"}
-    if run.target == "gateway-off":
-        headers["x-bionic-memory-mode"] = "off"
+    if run.target in MODES:
+        headers["x-bionic-memory-mode"] = MODES[run.target]
     async with httpx.AsyncClient(
         base_url=base_url, headers=headers, limits=limits, timeout=60
     ) as client:
@@ -224,6 +225,7 @@ def main() -> None:
                 targets = (
                     ("direct", upstream_url),
                     ("gateway", gateway_url),
+                    ("gateway-read-only", gateway_url),
                     ("gateway-off", gateway_url),
                 )
                 for target, url in targets:
