@@ -21,8 +21,9 @@ from bionic_common.memory_types import Memory, Scope
 from bionic_launcher.stack import Stack
 from bionic_worker import logic
 from bionic_worker.summary import Summarizer, SummaryOptions
+from tests.memory.conftest import docker_engine_error
 from tests.support.ports import free_port
-from tests.support.stack import stack_settings, wait_for
+from tests.support.stack import redis_server, stack_settings, wait_for
 
 T = TypeVar("T")
 
@@ -92,15 +93,31 @@ class WorkerStack:
         return app
 
 
+@pytest.fixture(scope="session")
+def broker_redis() -> Iterator[str]:
+    """Redis for the worker's broker: a testcontainers Redis where a Docker engine runs,
+    else the machine's own server or one started here, in a database of its own (no
+    other suite's worker may take these tasks)."""
+    if docker_engine_error() is None:
+        from testcontainers.community.redis import RedisContainer
+
+        with RedisContainer() as container:
+            host, port = container.get_container_host_ip(), container.get_exposed_port(6379)
+            yield f"redis://{host}:{port}/0"
+        return
+    with redis_server() as url:
+        broker = re.sub(r"/\d+$", "/14", url)
+        redis.Redis.from_url(broker).flushdb()
+        yield broker
+
+
 @pytest.fixture(scope="session", params=["sqlite", "redis"])
 def worker_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerStack]:
     data = tmp_path_factory.mktemp(f"worker-{request.param}")
     if request.param == "redis":
-        # A database of its own: no other suite's worker may take these tasks.
-        broker = re.sub(r"/\d+$", "/14", request.getfixturevalue("redis_url"))
-        redis.Redis.from_url(broker).flushdb()
+        broker = request.getfixturevalue("broker_redis")
     else:
         broker = f"sqla+sqlite:///{Path(data, 'broker.sqlite')}"
     settings = stack_settings(data, upstream_base_url=None, broker_url=broker)
