@@ -126,7 +126,7 @@ def exported(stack: LauncherSettings) -> dict[str, set[str]]:
     assert reply.status_code == 200, reply.text
     names: dict[str, set[str]] = {}
     for service, url in metrics_urls(stack).items():
-        text = httpx.get(url, timeout=10, follow_redirects=True).raise_for_status().text
+        text = httpx.get(url, timeout=10).raise_for_status().text
         names[service] = {
             family.name + suffix
             for family in text_string_to_metric_families(text)

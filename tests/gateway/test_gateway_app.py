@@ -122,7 +122,7 @@ def test_memory_down_means_degraded_not_failed(upstream: RecordingUpstream) -> N
         )  # published on the queue's own thread, after the response
 
         def published() -> str:
-            text = c.get("/metrics/").text
+            text = c.get("/metrics").text
             return text if queued in text else ""
 
         metrics = wait_for(published)

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CollectorRegistry
 
 from bionic_common.clients import EmbedderClient, MemoryClient
 from bionic_gateway.auth import TenantResolver, load_keys, load_salt
@@ -81,6 +81,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics_registry = registry
     install_error_handlers(app)
     app.include_router(ops_router)
     app.include_router(chat_router)
@@ -88,7 +89,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(memories_router)
     app.include_router(embeddings_router)
     app.include_router(passthrough_router)  # last: it takes every other /v1 path
-    app.mount("/metrics", make_asgi_app(registry))
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
