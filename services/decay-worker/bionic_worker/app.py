@@ -143,7 +143,6 @@ def create_app(settings: WorkerSettings, metrics: WorkerMetrics) -> Celery:
         task_default_queue=QUEUE,
         task_acks_late=True,  # a task is acknowledged only once it finished
         task_reject_on_worker_lost=True,  # a lost worker's task goes back to the queue
-        worker_prefetch_multiplier=1,
         task_ignore_result=True,  # no result backend: nothing reads results
         task_serializer="json",
         accept_content=["json"],
