@@ -389,6 +389,8 @@ def report(
     questions = sum(len(c.questions) for c in bench.data.conversations)
     turns = sum(len(c.turns) for c in bench.data.conversations)
     lines = [
+        "## LoCoMo evidence recall (`bench/locomo_recall.py`)",
+        "",
         f"LoCoMo-10: {len(bench.data.conversations)} conversations, {turns} turns, "
         f"{questions} questions with evidence ({bench.data.relabelled} relabelled by the "
         f"audit, {bench.data.dropped_ids} evidence id(s) naming no turn dropped, "

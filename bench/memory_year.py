@@ -280,6 +280,8 @@ def report(years: dict[str, Year], days: int, per_day: int) -> str:
         )
     return "\n".join(
         [
+            "## A heavy user's year (`bench/memory_year.py`)",
+            "",
             f"{days} days, {per_day} user messages a day each with a reply "
             f"({2 * days * per_day} memories written), pruning every simulated hour of chat.",
             "",
