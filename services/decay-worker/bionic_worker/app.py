@@ -279,7 +279,13 @@ def beat_schedule(settings: WorkerSettings) -> dict[str, dict[str, Any]]:
         },
         SUPPRESS_CLUSTERS: {
             "task": SUPPRESS_CLUSTERS,
-            "schedule": crontab(minute, hour, day_of_week, day_of_month, month_of_year),
+            "schedule": crontab(
+                minute=minute,
+                hour=hour,
+                day_of_month=day_of_month,
+                month_of_year=month_of_year,
+                day_of_week=day_of_week,
+            ),
             "options": {"expires": 3600.0},
         },
     }
