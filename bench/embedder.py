@@ -46,7 +46,17 @@ LOCOMO = ROOT.parent / "shared" / "data" / "locomo" / "locomo10.json"
 CONCURRENCY = 64
 PRECISIONS = ("fp32", "bf16", "int8")
 SWEEP_BATCHES = (8, 16, 32, 64, 128)
-SECTION_HEAD = "## Embedder\n\nWritten by `bench/embedder.py --write-docs`.\n\n"
+SECTION_HEAD = """## Embedder
+
+Written by `bench/embedder.py --write-docs`. Infinity runs from its own virtualenv (it pins
+transformers 4.x and numpy 1.x, which the project's pins exclude), on the same torch:
+
+    python3 -m venv /tmp/infinity-venv
+    /tmp/infinity-venv/bin/pip install torch==2.13.0 'infinity-emb[torch,server]==0.0.78'
+    .venv/bin/python bench/embedder.py --rounds 3 --short 384 --long 48 \\
+        --infinity /tmp/infinity-venv/bin/infinity_emb --write-docs
+
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +88,7 @@ def load_workloads(short_n: int, long_n: int) -> list[Workload]:
             current = []
     rng.shuffle(long)
     return [
-        Workload("short", short[:short_n], short[short_n : short_n + 200]),
+        Workload("short", short[:short_n], short[short_n : short_n + 100]),
         Workload("long", long[:long_n], long[long_n : long_n + 40]),
     ]
 
@@ -417,6 +427,8 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help="into docs/benchmarks.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per request
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers on the way out
     text = asyncio.run(run(args))
     sys.stdout.write(text)
     if args.write_docs:
