@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
 import grpc
@@ -57,9 +58,14 @@ class Stack:
             self.wait_healthy(name, deadline - time.monotonic())
 
     def stop(self) -> None:
-        """Stop every service, gateway first, each SIGTERM then SIGKILL after a bound."""
-        for name in reversed(list(self.specs)):
+        """Stop every service, each SIGTERM then SIGKILL after a bound: the gateway (the
+        front door) first, then all the others at once, so their waits overlap."""
+        names = list(reversed(self.specs))
+        front, rest = names[:1], names[1:]
+        for name in front:
             self.stop_service(name)
+        with ThreadPoolExecutor(max_workers=max(len(rest), 1)) as pool:
+            list(pool.map(self.stop_service, rest))
 
     def start_service(self, name: str, wait: bool = True) -> None:
         spec = self.specs[name]
