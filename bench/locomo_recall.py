@@ -372,6 +372,7 @@ def plot(runs: dict[str, Scores], path: Path) -> None:
         ax.plot(KS, [mean(scores.recall[f"k={k}"]) for k in KS], marker="o", label=name)
     ax.plot(KS, [DRAGON[k] for k in KS], "k--", marker="x", label="DRAGON (LoCoMo paper)")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(KS, [str(k) for k in KS])
     ax.set_xlabel("memories injected (k)")
     ax.set_ylabel("evidence recall")

@@ -103,9 +103,10 @@ def test_the_fitted_lifetime_grows_only_logarithmically_with_strength() -> None:
 
 
 def test_a_memory_of_strength_one_is_no_longer_gone_at_31_days() -> None:
-    law = tier_laws(MemorySettings())[Tier.LONG_TERM]
-    assert law.expires_at(1.0, 0.0) == pytest.approx(FIT.age_at(0.1))
-    assert 100 * DAY < law.expires_at(1.0, 0.0) < 150 * DAY
+    settings = MemorySettings()
+    law = tier_laws(settings)[Tier.LONG_TERM]
+    assert law.expires_at(1.0, 0.0) == pytest.approx(FIT.age_at(settings.long_term_threshold))
+    assert 120 * DAY < law.expires_at(1.0, 0.0) < 200 * DAY
 
 
 def test_no_decay_never_expires() -> None:

@@ -53,7 +53,7 @@ class MemorySettings(BaseSettings):
     )
     curve_terms: int = Field(3, ge=1, le=4, description="Exponentials in the fitted curve")
     long_term_threshold: float = Field(
-        0.1,
+        0.07,
         gt=0,
         lt=1,
         description="Fitted curves: long-term strength under which a "
