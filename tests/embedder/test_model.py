@@ -49,9 +49,10 @@ def batch_compositions(model: EmbeddingModel, texts: list[str], query: bool) -> 
 
 def test_bundled_model_matches_sentence_transformers(model: EmbeddingModel) -> None:
     reference = SentenceTransformer(resolve_model_path(EmbedderSettings().model), device="cpu")
-    expected = reference.encode(TEXTS, batch_size=1, normalize_embeddings=True)
-    got = model.encode(TEXTS).vectors
-    assert got.shape == (len(TEXTS), 384)
+    texts = [*TEXTS, "a text far longer than the model's 256 tokens " * 60]
+    expected = reference.encode(texts, batch_size=1, normalize_embeddings=True)
+    got = model.encode(texts).vectors
+    assert got.shape == (len(texts), 384)
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     assert cosines(got, expected).min() >= 0.9999
 
@@ -65,7 +66,8 @@ def test_vectors_do_not_depend_on_batch_composition(model: EmbeddingModel) -> No
 def test_token_counts_are_real_and_truncated(model: EmbeddingModel) -> None:
     encoded = model.encode(["hi", "word " * 5000])
     assert encoded.tokens[0] == 3  # [CLS] hi [SEP]
-    assert encoded.tokens[1] == model.max_tokens == 512
+    # the model's published max_seq_length (sentence_bert_config.json), as sentence-transformers
+    assert encoded.tokens[1] == model.max_tokens == 256
 
 
 def last_token_reference(folder: Path, texts: list[str]) -> np.ndarray:

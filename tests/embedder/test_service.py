@@ -88,7 +88,7 @@ def test_health_and_reflection(embedder: Embedder) -> None:
 def test_info_describes_the_model(embedder: Embedder) -> None:
     with grpc.insecure_channel(embedder.address) as channel:
         info = pb_grpc.EmbedderServiceStub(channel).Info(pb.InfoRequest(), timeout=5)
-    assert (info.model_id, info.dimension, info.max_tokens) == (BUNDLED_MODEL, 384, 512)
+    assert (info.model_id, info.dimension, info.max_tokens) == (BUNDLED_MODEL, 384, 256)
     assert (info.pooling, info.device) == (pb.POOLING_MEAN, "cpu")
     assert (info.precision, info.quality_min_cosine) == (pb.PRECISION_FP32, 1.0)
     assert "avx2" in info.cpu_features or not info.cpu_features  # whatever this CPU has
@@ -124,7 +124,7 @@ def test_concurrent_callers_are_batched_and_match_the_reference(embedder: Embedd
 
 def test_a_very_long_text_is_truncated_not_refused(embedder: Embedder) -> None:
     reply = embedder.embed(["word " * 20_000, "short"])  # 100k characters
-    assert reply.prompt_tokens == 512 + 3
+    assert reply.prompt_tokens == 256 + 3  # its published max_seq_length
     assert len(reply.embeddings[0].values) == 384
 
 

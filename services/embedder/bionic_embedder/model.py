@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
+from transformers.utils.hub import cached_file
 
 from bionic_embedder import precision
 from bionic_embedder.config import BUNDLED_MODEL, EmbedderSettings
@@ -74,11 +77,10 @@ class EmbeddingModel:
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side=padding_side, **load)
         self.model = AutoModel.from_pretrained(path, dtype=torch.float32, **load)
         self.model.eval()
-        model_limit = int(
-            min(
-                getattr(config, "max_position_embeddings", 512) or 512,
-                self.tokenizer.model_max_length or 512,
-            )
+        model_limit = min(
+            int(getattr(config, "max_position_embeddings", 512) or 512),
+            int(self.tokenizer.model_max_length or 512),
+            _sentence_transformers_limit(path, load),
         )
         self.max_tokens = min(settings.max_tokens or model_limit, model_limit)
         self.query_instruction = settings.query_instruction
@@ -134,6 +136,18 @@ class EmbeddingModel:
             hidden = self.model(**batch).last_hidden_state.float()
             pooled = torch.nn.functional.normalize(pool(hidden, mask, self.pooling), p=2, dim=1)
         return Encoded(vectors=pooled.numpy(), tokens=mask.sum(dim=1).tolist())
+
+
+def _sentence_transformers_limit(path: str, load: dict[str, Any]) -> int:
+    """The `max_seq_length` a sentence-transformers model was published with (256 for
+    all-MiniLM-L6-v2, whose position table allows 512); no limit when it has none."""
+    found = cached_file(
+        path, "sentence_bert_config.json", _raise_exceptions_for_missing_entries=False, **load
+    )
+    if found is None:
+        return sys.maxsize
+    with open(found) as f:
+        return int(json.load(f).get("max_seq_length") or sys.maxsize)
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
