@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from bionic_common.memory_types import Role
+from bionic_common.memory_types import Memory, Role, Tier
 from bionic_launcher.config import LauncherSettings
 from bionic_launcher.stack import Stack
 from tests.support.recording_upstream import REPLY, RecordingUpstream
@@ -130,16 +130,18 @@ def test_memories_survive_a_restart_of_the_memory_service(
 
     assert running.pid("memory") != pid
     after = list_memories(settings, key, "u1")
-    assert sorted((m.id, m.text, m.created_at) for m in after) == sorted(
-        (m.id, m.text, m.created_at) for m in before
-    )
+    assert sorted(_long_term(after)) == sorted(_long_term(before))
     say(c, "u1", QUESTION, stream=False)  # and recall works on the reopened store
     assert FACT in memory_prompt(upstream)
 
 
-def _complete(memories: list) -> list:  # type: ignore[type-arg]
-    """Three user facts and the (deduplicated) assistant reply are all in."""
-    return memories if len(memories) == 4 else []
+def _long_term(memories: list[Memory]) -> list[tuple[str, str, float]]:
+    return [(m.id, m.text, m.created_at) for m in memories if m.tier == Tier.LONG_TERM]
+
+
+def _complete(memories: list[Memory]) -> list[Memory]:
+    """Three user facts and the (deduplicated) assistant reply are all in long-term memory."""
+    return memories if len(_long_term(memories)) == 4 else []
 
 
 BAD_BODIES = {
@@ -176,8 +178,8 @@ def test_bad_requests_get_an_openai_error_and_lose_nothing(
     assert error["type"] == "invalid_request_error" and error["message"]
     assert httpx.get(gateway_url(settings).removesuffix("/v1") + "/health").status_code == 200
     after = list_memories(settings, key, "u1")
-    assert {(m.id, m.text) for m in after} == {(m.id, m.text) for m in before}
+    assert set(_long_term(after)) == set(_long_term(before))
 
 
-def _settled(memories: list) -> list:  # type: ignore[type-arg]
+def _settled(memories: list[Memory]) -> list[Memory]:
     return memories if any(m.role == Role.ASSISTANT for m in memories) else []

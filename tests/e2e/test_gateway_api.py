@@ -550,7 +550,7 @@ def test_chat_goes_on_without_memory_and_memory_comes_back(gw: Gateway, service:
                 "".join(ch.choices[0].delta.content or "" for ch in streamed.parse() if ch.choices)
                 == REPLY
             )
-        metrics = httpx.get(gw.url.removesuffix("/v1") + "/metrics/").text
+        metrics = httpx.get(gw.url.removesuffix("/v1") + "/metrics").raise_for_status().text
         assert "bionic_gateway_memory_degraded_total{" in metrics
     finally:
         gw.stack.start_service(service)
