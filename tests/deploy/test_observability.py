@@ -43,7 +43,7 @@ METRICS_OFFSETS = range(0, 20)  # the launcher puts /metrics ports at base + a s
 def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        pytest.skip("promtool is missing: `make install` installs Debian's prometheus as root")
+        pytest.skip("promtool is missing: `make test` installs Debian's prometheus as root")
     return found
 
 

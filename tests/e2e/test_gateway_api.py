@@ -345,7 +345,7 @@ def test_models_come_from_the_upstream(gw: Gateway) -> None:
 
 def test_the_openai_node_client_works_unchanged(gw: Gateway) -> None:
     node = shutil.which("node")
-    assert node, "node is needed for the Node.js client test (make install installs its deps)"
+    assert node, "node is needed for the Node.js client test (make test installs its deps)"
     result = subprocess.run(
         [node, str(NODE_DIR / "chat.mjs")],
         env={**os.environ, "GATEWAY_URL": gw.url, "API_KEY": "sk-node"},
