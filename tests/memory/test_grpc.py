@@ -125,6 +125,8 @@ def test_bad_input_gets_clear_status_codes_and_stores_nothing(
     metrics = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
     refused = 'bionic_memory_rpc_refused_total{code="INVALID_ARGUMENT",method="Recall"}'
     assert float(metrics.split(refused)[1].split()[0]) >= 6
+    held = 'bionic_memory_memories{tier="ltm"}'  # counted on the tier index at scrape time
+    assert float(metrics.split(held)[1].split()[0]) >= 4
     assert sorted(m.text for m in api.all(scope)) == ["fact 0", "fact 1", "fact 2", "kept"]
     assert api.run(api.client.get(scope, kept.id)).pinned is False
 

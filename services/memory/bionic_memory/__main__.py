@@ -11,7 +11,7 @@ from bionic.memory.v1 import memory_pb2, memory_pb2_grpc
 from bionic_common.grpc_service import new_server, serve
 from bionic_common.logs import setup_logging
 from bionic_memory.config import MemorySettings
-from bionic_memory.metrics import MemoryMetrics
+from bionic_memory.metrics import MemoryMetrics, TierSizes
 from bionic_memory.service import MemoryService
 from bionic_memory.servicer import MemoryServicer
 from bionic_memory.store.base import MemoryStore
@@ -38,6 +38,7 @@ async def run(settings: MemorySettings) -> None:
         MemoryServicer(MemoryService(store, settings), executor, MemoryMetrics(REGISTRY)), server
     )
     if settings.metrics_port:
+        REGISTRY.register(TierSizes(store))
         start_http_server(settings.metrics_port, addr=settings.host)
 
     async def close() -> None:

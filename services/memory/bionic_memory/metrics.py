@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bionic_common.memory_types import Tier
+from bionic_memory.store.base import MemoryStore, Where
 
 SECONDS_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30,
@@ -30,3 +37,18 @@ class MemoryMetrics:
             ["tier", "outcome"],
             registry=registry,
         )
+
+
+class TierSizes(Collector):
+    """Memories held per tier over every tenant, counted on the tier index at scrape time."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "bionic_memory_memories", "Memories held, by tier (all tenants)", labels=["tier"]
+        )
+        for tier in Tier:
+            family.add_metric([tier.value], self._store.count(Where(tier=tier.value)))
+        yield family
