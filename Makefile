@@ -12,7 +12,7 @@ PROTO_STAMP := $(PROTO_OUT)/bionic/.generated
 NODE_E2E := tests/e2e/node
 NODE_STAMP := $(NODE_E2E)/node_modules/.installed
 
-.PHONY: install test-install tools proto up test lint fmt bench clean
+.PHONY: install test-install tools proto up test test-reliability lint fmt bench clean
 
 # What the system needs to run; the tests need a little more (test-install).
 install: $(STAMP) $(PROTO_STAMP)
@@ -59,6 +59,10 @@ up: install
 
 test: test-install
 	$(PY) -m pytest
+
+# The slow reliability scenarios (the full load soak), left out of `make test`.
+test-reliability: test-install
+	$(PY) -m pytest -m slow tests/reliability -o log_cli=true --log-cli-level=INFO
 
 lint: install
 	$(VENV)/bin/ruff check .

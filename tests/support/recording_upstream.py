@@ -223,11 +223,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     recorder = RecordingUpstream(args.port)
-    recorder.requests = _Discard()
+    recorder.requests = Discard()
     recorder._server.run()
 
 
-class _Discard(list[dict[str, Any]]):
+class Discard(list[dict[str, Any]]):
     """A recording of nothing: a standalone upstream (benchmarks) must not grow."""
 
     def append(self, item: dict[str, Any]) -> None:
