@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import redis
@@ -36,6 +37,19 @@ def stack_settings(
         broker_url=broker_url,
         startup_timeout=120,
     )
+
+
+def logged_stack(settings: LauncherSettings, gateway_env: dict[str, str]) -> Stack:
+    """A stack whose services each log to <data>/logs/<name>.log (the gateway at DEBUG, with
+    `gateway_env` added), so that a test can read the logs."""
+    stack = Stack(settings)
+    logs = Path(settings.data_dir, "logs")
+    stack.specs = {
+        name: replace(spec, log_file=str(logs / f"{name}.log"))
+        for name, spec in stack.specs.items()
+    }
+    stack.specs["gateway"].env.update({"BIONIC_GATEWAY_LOG_LEVEL": "DEBUG", **gateway_env})
+    return stack
 
 
 @contextmanager

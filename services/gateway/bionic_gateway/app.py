@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 
 from bionic_common.clients import EmbedderClient, MemoryClient
+from bionic_gateway.admin.router import router as admin_router
 from bionic_gateway.auth import TenantResolver, load_keys, load_salt
 from bionic_gateway.chat.prompt import MemoryPrompt
 from bionic_gateway.chat.router import router as chat_router
@@ -29,6 +30,7 @@ from bionic_gateway.ops.router import router as ops_router
 from bionic_gateway.passthrough.router import router as passthrough_router
 from bionic_gateway.passthrough.service import PassthroughService
 from bionic_gateway.queue import TaskQueue
+from bionic_gateway.ratelimit import RateLimiter
 from bionic_gateway.recall import Recaller
 from bionic_gateway.requests import RequestContext
 from bionic_gateway.upstream import Upstream
@@ -38,7 +40,8 @@ Point any OpenAI client here instead of at the model. Chat completions are answe
 upstream model with the user's recalled memories added; `/v1/models` and every other
 `/v1/*` path not listed here (completions, files, audio, images, moderations…) are passed
 through to the upstream as they are. The memory API under `/v1/memories` manages what is
-remembered, always within the caller's own tenant (its API key) and one `user`.
+remembered, always within the caller's own tenant (its API key) and one `user`; import and
+`/v1/admin/*` need an admin key.
 """
 
 
@@ -46,7 +49,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
     prompt = MemoryPrompt.from_settings(settings)
-    tenants = TenantResolver(load_keys(settings), load_salt(settings))
+    tenants = TenantResolver(load_keys(settings), load_salt(settings), settings.admin_keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,6 +67,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             models=ModelsService(upstream, settings.models),
             passthrough=PassthroughService(upstream),
             tenants=tenants,
+            limiter=RateLimiter.from_settings(settings),
         )
         try:
             yield
@@ -87,6 +91,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(chat_router)
     app.include_router(models_router)
     app.include_router(memories_router)
+    app.include_router(admin_router)
     app.include_router(embeddings_router)
     app.include_router(passthrough_router)  # last: it takes every other /v1 path
 

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bionic_gateway.config import GatewaySettings
@@ -22,15 +23,23 @@ class Caller:
 
     tenant: str
     key: str = field(repr=False)
+    admin: bool = False
 
 
 class TenantResolver:
     """With configured keys only those are accepted; with none the gateway is open and
-    each distinct key (or no key) is its own tenant, named by a salted hash."""
+    each distinct key (or no key) is its own tenant, named by a salted hash. Admin keys are
+    accepted keys that may also do admin operations.
 
-    def __init__(self, keys: dict[str, str], salt: str) -> None:
+    Keys are compared as fixed-length salted digests with `hmac.compare_digest`, every
+    configured key each time, so the time taken does not tell how much of a key matched."""
+
+    def __init__(self, keys: dict[str, str], salt: str, admin_keys: Sequence[str] = ()) -> None:
         self._salt = salt.encode()
         self._keys = [(self._digest(k), tenant) for k, tenant in keys.items()]
+        if keys and not set(admin_keys) <= set(keys):
+            raise ValueError("every admin key must also be one of the configured API keys")
+        self._admins = [self._digest(k) for k in admin_keys]
         if not self._keys:
             log.warning("no API keys configured: the gateway is open, one tenant per key")
 
@@ -43,15 +52,18 @@ class TenantResolver:
     def caller(self, authorization: str | None) -> Caller:
         key = bearer_key(authorization)
         digest = self._digest(key)
+        admin = False
+        for known in self._admins:  # every key, each compared whole: see the class
+            admin |= hmac.compare_digest(known, digest)
         if not self._keys:
-            return Caller("t_" + digest.hex()[:32], key)
+            return Caller("t_" + digest.hex()[:32], key, admin)
         found = None
-        for known, tenant in self._keys:  # look at every key: time does not depend on which
+        for known, tenant in self._keys:
             if hmac.compare_digest(known, digest):
                 found = tenant
         if found is None:
             raise OpenAIError(401, "invalid API key", code="invalid_api_key")
-        return Caller(found, key)
+        return Caller(found, key, admin)
 
 
 def bearer_key(authorization: str | None) -> str:

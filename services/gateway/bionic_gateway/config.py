@@ -68,5 +68,22 @@ class GatewaySettings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description='Origins allowed by CORS, JSON list; ["*"] = any'
     )
+    admin_keys: list[str] = Field(
+        default_factory=list,
+        description="Keys that may also do admin operations (import, server-wide stats), JSON "
+        "list; each must be an accepted key (of api_keys when keys are configured)",
+    )
+    rate_limit_requests: int = Field(
+        0, ge=0, description="Requests a tenant may make per rate_limit_period; 0 = no limit"
+    )
+    rate_limit_period: float = Field(
+        1.0, gt=0, description="Seconds of rate_limit_requests: 1 per second, 60 per minute"
+    )
+    rate_limit_burst: int | None = Field(
+        None, ge=1, description="Requests a tenant may make at once; default rate_limit_requests"
+    )
+    rate_limit_tenants: int = Field(
+        10_000, ge=1, description="Tenants whose rate is tracked; the least recent is dropped"
+    )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body")
     log_level: str = "INFO"

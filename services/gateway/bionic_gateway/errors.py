@@ -44,13 +44,19 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 
 class OpenAIError(Exception):
     def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.headers = headers
 
 
 def error_body(
@@ -69,7 +75,9 @@ def error_body(
 
 
 def error_response(exc: OpenAIError) -> JSONResponse:
-    return JSONResponse(error_body(exc.status, exc.message, exc.param, exc.code), exc.status)
+    return JSONResponse(
+        error_body(exc.status, exc.message, exc.param, exc.code), exc.status, exc.headers
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bionic_gateway.errors import error_body
@@ -33,7 +34,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self._message())
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -48,9 +49,7 @@ class BodyLimit:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            error_body(413, f"the request body is larger than {self.max_bytes} bytes")
-        ).encode()
+        body = json.dumps(error_body(413, self._message())).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -60,6 +59,13 @@ class BodyLimit:
         )
         await send({"type": "http.response.body", "body": body})
 
+    def _message(self) -> str:
+        return f"the request body is larger than {self.max_bytes} bytes"
 
-class _TooLarge(Exception):
-    pass
+
+class _TooLarge(HTTPException):
+    """An HTTP error, so that a handler reading the body (FastAPI's parsing included, which
+    turns any other exception into a 400) answers 413 through the error handlers."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(413, message)

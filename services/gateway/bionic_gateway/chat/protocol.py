@@ -6,11 +6,12 @@ to find the user's words, but sends the client's own JSON upstream (less `bionic
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bionic_gateway.errors import OpenAIError
+from bionic_gateway.json_values import finite_numbers
 from bionic_gateway.recall import Controls, MemoryMode
 
 MAX_RECALL_LIMIT = 100
@@ -36,6 +37,12 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str = Field(min_length=1)
     content: str | list[TextPart | OtherPart] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_numbers(cls, data: Any) -> Any:
+        """Messages are sent on as parsed: NaN or Infinity would not be JSON."""
+        return finite_numbers(data)
 
     def text(self) -> str:
         """The message's words: the string, or its text parts joined."""
@@ -93,6 +100,12 @@ class ChatCompletionRequest(BaseModel):
     bionic_memory: MemoryOptions | None = Field(
         None, description="BionicMemory's own: memory controls, never sent upstream"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_numbers(cls, data: Any) -> Any:
+        """The body is forwarded as parsed: NaN or Infinity must not reach the upstream."""
+        return finite_numbers(data)
 
     def last_user_text(self) -> str:
         return last_user_text(self.messages)

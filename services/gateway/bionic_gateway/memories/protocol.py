@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from bionic_common.memory_types import Exported, Memory, Role, Scope, Tier, TierStats
 from bionic_gateway.chat.protocol import MAX_RECALL_LIMIT, ChatMessage
+from bionic_gateway.json_values import storable
+
+# Metadata kept exactly as sent: what the store cannot hold as it is is a 400.
+Metadata = Annotated[dict[str, Any], AfterValidator(storable)]
 
 USER_FIELD = Field(
     "default",
@@ -82,6 +86,7 @@ class ExportLine(MemoryObject):
     vector: list[float] | None = Field(
         None, description="Its embedding; without one, import embeds the text again"
     )
+    metadata: Metadata = Field(default_factory=dict)
 
     @classmethod
     def of_exported(cls, item: Exported) -> ExportLine:
@@ -127,7 +132,7 @@ class AddMemory(BaseModel):
     text: str = Field(min_length=1, max_length=100_000)
     role: Role = Role.USER
     pinned: bool = False
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class PatchMemory(BaseModel):
@@ -137,7 +142,7 @@ class PatchMemory(BaseModel):
     )
     text: str | None = Field(None, min_length=1, max_length=100_000)
     pinned: bool | None = None
-    metadata: dict[str, Any] | None = Field(
+    metadata: Metadata | None = Field(
         None, description="Merged into the memory's metadata; a null value removes a key"
     )
 
@@ -229,3 +234,9 @@ class Stats(BaseModel):
     object: Literal["memory.stats"] = "memory.stats"
     user: str
     tiers: list[TierStatsObject]
+
+
+class ServerStats(BaseModel):
+    object: Literal["admin.stats"] = "admin.stats"
+    tenants: int = Field(description="Tenants holding memories")
+    users: int = Field(description="Users (of all tenants) holding memories")

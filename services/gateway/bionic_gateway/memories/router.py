@@ -9,7 +9,7 @@ from starlette.responses import StreamingResponse
 
 from bionic_common.memory_types import Scope, Tier
 from bionic_gateway.auth import Caller
-from bionic_gateway.deps import caller, memories_service
+from bionic_gateway.deps import admin, caller, memories_service
 from bionic_gateway.errors import ERROR_RESPONSES
 from bionic_gateway.memories.protocol import (
     AddMemory,
@@ -29,6 +29,7 @@ from bionic_gateway.memories.service import MemoriesService
 router = APIRouter(prefix="/v1/memories", tags=["memories"], responses=ERROR_RESPONSES)
 Service = Annotated[MemoriesService, Depends(memories_service)]
 Who = Annotated[Caller, Depends(caller)]
+Admin = Annotated[Caller, Depends(admin)]
 User = Annotated[str, Query(min_length=1, max_length=256, description="Whose memories")]
 MemoryId = Annotated[str, Path(min_length=1, max_length=128)]
 IMPORT_BODY = {
@@ -105,15 +106,15 @@ async def export_memories(service: Service, who: Who, user: User = "default") ->
     "/import",
     summary="Import JSON lines into a user's memories, keeping ids, times and metadata",
     description=(
-        "Each line is a memory as `/export` wrote it; its `user` (and any tenant) is ignored: "
-        "everything lands in the caller's own tenant, under `user`. Timestamps, strength "
-        "and metadata are kept as given, so an import can only rewrite the history of the "
-        "caller's own tenant. A line without `vector` is embedded again."
+        "Admin keys only (403 for others): timestamps, strength and metadata are kept as "
+        "given, which rewrites history. Each line is a memory as `/export` wrote it; its "
+        "`user` (and any tenant) is ignored: everything lands in the caller's own tenant, "
+        "under `user`. A line without `vector` is embedded again."
     ),
     openapi_extra=IMPORT_BODY,
 )
 async def import_memories(
-    request: Request, service: Service, who: Who, user: User = "default"
+    request: Request, service: Service, who: Admin, user: User = "default"
 ) -> Imported:
     return await service.import_(scope(who, user), await request.body())
 

@@ -26,6 +26,7 @@ from bionic_gateway.memories.protocol import (
     RecallPreview,
     RecallResult,
     SearchMemories,
+    ServerStats,
     Stats,
     TierStatsObject,
 )
@@ -218,6 +219,16 @@ class MemoriesService:
         with memory_errors():
             tiers = await self._memory.stats(scope, timeout=self._timeout)
         return Stats(user=scope.user, tiers=[TierStatsObject.of(t) for t in tiers])
+
+    async def server_stats(self) -> ServerStats:
+        """Every tenant and user holding memories, counted (admin)."""
+        tenants: set[str] = set()
+        users = 0
+        with memory_errors():
+            async for found in self._memory.list_scopes(timeout=self._timeout):
+                tenants.add(found.tenant)
+                users += 1
+        return ServerStats(tenants=len(tenants), users=users)
 
 
 def _line(item: Exported) -> bytes:

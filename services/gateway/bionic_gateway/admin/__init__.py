@@ -1,0 +1,1 @@
+"""Server-wide operations under /v1/admin, for admin keys only."""
