@@ -111,7 +111,7 @@ def test_full_soak_has_no_errors_and_no_growth(
 ) -> None:
     settings, running = stack
     result, after_round, _ = soak(settings, running, "sk-soak-full", users=100, turns=50, rounds=10)
-    assert result.errors[:5] == []
-    assert result.turns == 100 * 50
     assert_bounded(after_round, running)
     assert_stored(settings, "sk-soak-full", result)
+    assert result.errors[:5] == []
+    assert result.turns == 100 * 50
