@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 RSS_SLACK = 1.25  # the last third of the rounds may use 25 % more than the first third…
 RSS_SLACK_MIB = 48  # …plus this much, for allocator and cache noise
-FD_SLACK = 8
+FD_SLACK = 8  # plus one per user: idle keep-alive connections come and go
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def soak(
     return result, after_round, sampler
 
 
-def assert_bounded(after_round: list[dict[str, Sample]], stack: Stack) -> None:
+def assert_bounded(after_round: list[dict[str, Sample]], stack: Stack, users: int) -> None:
     for name in stack.specs:
         rss = [s[name].rss_kb / 1024 for s in after_round]
         fds = [float(s[name].fds) for s in after_round]
@@ -82,7 +82,7 @@ def assert_bounded(after_round: list[dict[str, Sample]], stack: Stack) -> None:
             fd_first, fd_last,
         )  # fmt: skip
         assert rss_last <= rss_first * RSS_SLACK + RSS_SLACK_MIB, (name, rss)
-        assert fd_last <= fd_first + FD_SLACK, (name, fds)
+        assert fd_last <= fd_first + FD_SLACK + users, (name, fds)
 
 
 def assert_stored(settings: LauncherSettings, key: str, result: LoadResult) -> None:
@@ -100,7 +100,7 @@ def test_short_soak_has_no_errors_and_no_growth(stack: tuple[LauncherSettings, S
     result, after_round, _ = soak(settings, running, "sk-soak-short", users=10, turns=5, rounds=5)
     assert result.errors == []
     assert result.turns == 10 * 5
-    assert_bounded(after_round, running)
+    assert_bounded(after_round, running, 10)
     assert_stored(settings, "sk-soak-short", result)
 
 
@@ -111,7 +111,7 @@ def test_full_soak_has_no_errors_and_no_growth(
 ) -> None:
     settings, running = stack
     result, after_round, _ = soak(settings, running, "sk-soak-full", users=100, turns=50, rounds=10)
-    assert_bounded(after_round, running)
+    assert_bounded(after_round, running, 100)
     assert_stored(settings, "sk-soak-full", result)
     assert result.errors[:5] == []
     assert result.turns == 100 * 50
