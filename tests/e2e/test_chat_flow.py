@@ -131,8 +131,12 @@ def test_memories_survive_a_restart_of_the_memory_service(
     assert running.pid("memory") != pid
     after = list_memories(settings, key, "u1")
     assert sorted(_long_term(after)) == sorted(_long_term(before))
-    say(c, "u1", QUESTION, stream=False)  # and recall works on the reopened store
-    assert FACT in memory_prompt(upstream)
+
+    def recalled() -> bool:  # and recall works on the reopened store, once the gateway's
+        say(c, "u1", QUESTION, stream=False)  # channel has reconnected (until then: degraded)
+        return FACT in memory_prompt(upstream)
+
+    assert wait_for(recalled)
 
 
 def _long_term(memories: list[Memory]) -> list[tuple[str, str, float]]:
