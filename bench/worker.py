@@ -49,6 +49,7 @@ from bionic_common.tasks import (  # noqa: E402
     ExchangeMessage,
     ScopeMessage,
 )
+from bionic_launcher.services import broker_url  # noqa: E402
 from bionic_launcher.stack import Stack  # noqa: E402
 from tests.support.stack import stack_settings, wait_for  # noqa: E402
 
@@ -83,14 +84,9 @@ def running(broker: str, data: Path) -> Iterator[Stack]:
         stack.stop()
 
 
-def broker_url(stack: Stack) -> str:
-    s = stack.settings
-    return s.broker_url or f"sqla+sqlite:///{Path(s.data_dir, 'broker.sqlite')}"
-
-
 def send(stack: Stack, task: str, messages: list[object]) -> float:
     """Queue one task per message; returns the seconds it took."""
-    app = Celery("bench", broker=broker_url(stack))
+    app = Celery("bench", broker=broker_url(stack.settings))
     app.conf.update(task_serializer="json", broker_connection_retry_on_startup=True)
     began = time.perf_counter()
     try:

@@ -31,11 +31,17 @@ def smollm2_path() -> str:
     return os.path.join(folder, "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
+def broker_url(s: LauncherSettings) -> str:
+    """The configured broker, else the SQLite queue in the data folder."""
+    data = os.path.abspath(s.data_dir)
+    return s.broker_url or f"sqla+sqlite:///{os.path.join(data, 'broker.sqlite')}"
+
+
 def plan(s: LauncherSettings) -> list[ServiceSpec]:
     """Every service of the embedded system, in start order."""
     data = os.path.abspath(s.data_dir)
     py = sys.executable
-    broker = s.broker_url or f"sqla+sqlite:///{os.path.join(data, 'broker.sqlite')}"
+    broker = broker_url(s)
     embedders = [f"{s.host}:{s.embedder_port + i}" for i in range(s.embedder_replicas)]
     embedder_target = f"ipv4:{','.join(embedders)}"
     memory_target = f"{s.host}:{s.memory_port}"
