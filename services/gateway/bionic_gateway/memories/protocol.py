@@ -218,16 +218,7 @@ class TierStatsObject(BaseModel):
 
     @classmethod
     def of(cls, stats: TierStats) -> TierStatsObject:
-        return cls(
-            tier=stats.tier,
-            count=stats.count,
-            pinned=stats.pinned,
-            strength_p10=stats.strength_p10,
-            strength_p50=stats.strength_p50,
-            strength_p90=stats.strength_p90,
-            strength_max=stats.strength_max,
-            next_expiries=stats.next_expiries,
-        )
+        return cls.model_validate(stats, from_attributes=True)
 
 
 class Stats(BaseModel):
