@@ -32,7 +32,10 @@ class StackError(RuntimeError):
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: a launcher killed with -9 takes its children along."""
+    """Runs in the child before exec: a launcher killed with -9 takes its children along.
+
+    The kernel sends the signal when the *thread* that forked the child exits, not the
+    process: every child is therefore forked by the stack's one spawner thread."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -46,6 +49,10 @@ class Stack:
         self._wanted: set[str] = set()
         self._restarts: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
+        # One thread forks every child and lives until stop(): a child started from a
+        # short-lived thread (a test's helper, asyncio.to_thread) would otherwise get the
+        # death signal as soon as that thread ended. An executor's thread never idles out.
+        self._spawner: ThreadPoolExecutor | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -66,6 +73,10 @@ class Stack:
             self.stop_service(name)
         with ThreadPoolExecutor(max_workers=max(len(rest), 1)) as pool:
             list(pool.map(self.stop_service, rest))
+        with self._lock:
+            spawner, self._spawner = self._spawner, None
+        if spawner is not None:
+            spawner.shutdown()
 
     def start_service(self, name: str, wait: bool = True) -> None:
         spec = self.specs[name]
@@ -99,6 +110,12 @@ class Stack:
         return proc.pid if proc is not None and proc.poll() is None else None
 
     def _spawn(self, spec: ServiceSpec) -> None:
+        """Start a service's process on the spawner thread (under the lock)."""
+        if self._spawner is None:
+            self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
+        self._spawner.submit(self._fork, spec).result()
+
+    def _fork(self, spec: ServiceSpec) -> None:
         out: IO[bytes] | None = None
         if spec.log_file:
             os.makedirs(os.path.dirname(spec.log_file), exist_ok=True)
