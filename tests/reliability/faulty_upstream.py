@@ -1,4 +1,7 @@
-"""An upstream that misbehaves at the socket level, in front of a RecordingUpstream.
+"""Upstreams that misbehave at the socket level.
+
+`KeepAliveCloser` closes kept-alive connections as requests arrive on them (the race of a
+server's keep-alive timeout). `FaultyUpstream` stands in front of a RecordingUpstream.
 
 The model name of a chat request picks the fault; any other request is piped unchanged to
 the recorder, so normal turns keep working between faults:
@@ -18,6 +21,7 @@ import json
 import socket
 import struct
 import threading
+from typing import Self
 
 from tests.support.ports import free_port
 
@@ -30,23 +34,42 @@ GARBAGE_SSE = (
     b"event: nonsense\n\n"
 )
 GARBAGE_HTTP = b"\x00\xffTHIS IS NOT HTTP\r\n\r\n"
+KEPT_ALIVE_CONTENT = "answered on a kept-alive connection"
+_COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-closer",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "closer",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": KEPT_ALIVE_CONTENT},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+).encode()
+KEPT_ALIVE_REPLY = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: keep-alive\r\n"
+    + f"content-length: {len(_COMPLETION)}\r\n\r\n".encode()
+    + _COMPLETION
+)
 
 
-class FaultyUpstream:
-    """Runs in a thread of the test process; `base_url` ends in /v1."""
+class SocketUpstream:
+    """An asyncio server on a thread of the test process, one `_serve` call per
+    connection; `base_url` ends in /v1."""
 
-    def __init__(self, forward_port: int) -> None:
-        self.forward_port = forward_port
+    def __init__(self) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.faults: dict[str, int] = {}
-        self.hung_up = 0  # hung connections the client closed
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._server: asyncio.Server | None = None
 
-    def start(self) -> FaultyUpstream:
+    def start(self) -> Self:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("faulty upstream did not start")
@@ -66,8 +89,19 @@ class FaultyUpstream:
         self._server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class FaultyUpstream(SocketUpstream):
+    def __init__(self, forward_port: int) -> None:
+        super().__init__()
+        self.forward_port = forward_port
+        self.faults: dict[str, int] = {}
+        self.hung_up = 0  # hung connections the client closed
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head, body = await _read_request(reader)
+            head, body = await read_request(reader)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             writer.close()
             return
@@ -111,7 +145,7 @@ class FaultyUpstream:
         writer.close()
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     if len(head) > MAX_HEAD:
         raise ConnectionError("request head too large")
@@ -139,3 +173,28 @@ def _model(head: bytes, body: bytes) -> str:
     except (ValueError, AttributeError):
         return ""
     return model if isinstance(model, str) else ""
+
+
+class KeepAliveCloser(SocketUpstream):
+    """Answers the first request of each connection with a chat completion and keeps the
+    connection alive, then closes it when the next request has arrived, without an answer:
+    what a server whose keep-alive ran out does to a request that crossed its close. With
+    `close_all`, every request is closed on, the first of a connection included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.close_all = False
+        self.connections = 0
+        self.requests: list[bytes] = []  # the request heads, in order
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            head, _ = await read_request(reader)
+            self.requests.append(head)
+            if not self.close_all:
+                writer.write(KEPT_ALIVE_REPLY)
+                await writer.drain()
+                head, _ = await read_request(reader)
+                self.requests.append(head)
+        writer.close()

@@ -123,17 +123,7 @@ def chat(settings: LauncherSettings, model: str, stream: bool) -> str:
 FAULT_STATUS = {"reset": 502, "garbage-http": 502, "garbage-sse": 502, "hang": 504}
 
 
-GARBAGE_SSE_RELAYED = pytest.mark.xfail(
-    strict=True,
-    reason="bug: a 200 event stream of non-JSON lines without [DONE] is relayed as it came,"
-    " not turned into a 502 or an SSE error event",
-)
-
-
-@pytest.mark.parametrize(
-    "fault",
-    [pytest.param(f, marks=GARBAGE_SSE_RELAYED) if f == "garbage-sse" else f for f in FAULT_STATUS],
-)
+@pytest.mark.parametrize("fault", list(FAULT_STATUS))
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_a_faulty_upstream_gives_clean_errors_and_nothing_stays_stuck(
     stack: tuple[LauncherSettings, Stack], faulty: FaultyUpstream, fault: str, stream: bool

@@ -24,6 +24,12 @@ class GatewaySettings(BaseSettings):
     upstream_timeout: float = Field(
         120.0, gt=0, description="Seconds to wait for the upstream (each read); then 504"
     )
+    upstream_keepalive_expiry: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds an idle upstream connection is kept; below the upstream's own "
+        "keep-alive (uvicorn 5 s, nginx 75 s), so the gateway drops it first",
+    )
     models: list[str] = Field(
         default_factory=lambda: ["bionic"],
         description="Model ids /v1/models lists when the upstream cannot be asked",

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import anyio
@@ -15,7 +14,8 @@ from starlette.types import Receive, Scope, Send
 
 from bionic_gateway.auth import Caller
 from bionic_gateway.config import GatewaySettings
-from bionic_gateway.errors import OpenAIError, error_body
+from bionic_gateway.errors import OpenAIError
+from bionic_gateway.sse import EventStream, MalformedStream, error_event
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,21 @@ DROP_REQUEST_HEADERS = {
 }
 
 
+# Failures of a kept-alive connection that the upstream closed before it read the request.
+STALE_CONNECTION_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+class ConnectionTrace:
+    """Follows one request through httpx's pool: did it open a new connection?"""
+
+    def __init__(self) -> None:
+        self.opened = False
+
+    async def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event.startswith("connection.connect_"):
+            self.opened = True
+
+
 class Upstream:
     def __init__(self, settings: GatewaySettings) -> None:
         self.base_url = settings.upstream_base_url.rstrip("/")
@@ -53,7 +68,11 @@ class Upstream:
         self._passthrough = settings.upstream_key_passthrough
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.upstream_timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
+            limits=httpx.Limits(
+                max_connections=512,
+                max_keepalive_connections=64,
+                keepalive_expiry=settings.upstream_keepalive_expiry,
+            ),
         )
 
     def headers(self, caller: Caller | None = None) -> dict[str, str]:
@@ -78,19 +97,32 @@ class Upstream:
     ) -> httpx.Response:
         """Send a request and return the response with its body still unread.
 
-        A timeout (the client's, or `timeout` seconds) becomes 504, an unreachable upstream
-        502 (OpenAI-shaped errors).
+        A request without a streamed body is sent once more when a kept-alive connection
+        turns out to be closed before any answer came: the upstream closed it as idle just as
+        the request went out. A timeout (the client's, or `timeout` seconds) becomes 504, an
+        unreachable upstream 502 (OpenAI-shaped errors).
         """
-        request = self.client.build_request(
-            method,
-            self.url(path) + (f"?{params}" if params else ""),
-            json=json_body,
-            content=content,
-            headers={**(headers or {}), **self.headers(caller)},
-            timeout=httpx.Timeout(timeout) if timeout else httpx.USE_CLIENT_DEFAULT,
-        )
+
+        def build(trace: ConnectionTrace | None) -> httpx.Request:
+            return self.client.build_request(
+                method,
+                self.url(path) + (f"?{params}" if params else ""),
+                json=json_body,
+                content=content,
+                headers={**(headers or {}), **self.headers(caller)},
+                timeout=httpx.Timeout(timeout) if timeout else httpx.USE_CLIENT_DEFAULT,
+                extensions={"trace": trace.trace} if trace else None,
+            )
+
         try:
-            return await self.client.send(request, stream=True)
+            first = ConnectionTrace()
+            try:
+                return await self.client.send(build(first), stream=True)
+            except STALE_CONNECTION_ERRORS as exc:
+                if content is not None or first.opened:
+                    raise
+                log.info("the upstream closed a kept-alive connection (%r): sending again", exc)
+            return await self.client.send(build(None), stream=True)
         except httpx.TimeoutException as exc:
             raise OpenAIError(504, "the upstream did not answer in time", code="timeout") from exc
         except httpx.TransportError as exc:
@@ -120,24 +152,29 @@ def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 async def relay_body(
-    reply: httpx.Response, on_chunk: Callable[[bytes], None] | None = None, sse: bool = False
+    reply: httpx.Response, sse: bool = False, events: EventStream | None = None
 ) -> AsyncGenerator[bytes, None]:
-    """The upstream body chunk by chunk; the upstream response is closed however it ends.
+    """The upstream body chunk by chunk, through `events` when the stream is checked; the
+    upstream response is closed however it ends.
 
     A failure mid-body cannot change the status any more: on an event stream it becomes an
     error event followed by `data: [DONE]`, otherwise the body is cut short.
     """
     try:
         async for chunk in reply.aiter_bytes():
-            if on_chunk is not None:
-                on_chunk(chunk)
-            yield chunk
+            relayed = chunk if events is None else events.feed(chunk)
+            if relayed:
+                yield relayed
+        if events is not None:
+            events.end()
     except httpx.HTTPError as exc:
         log.warning("the upstream broke off its stream: %s", exc.__class__.__name__)
         if sse:
             status = 504 if isinstance(exc, httpx.TimeoutException) else 502
-            error = error_body(status, f"the upstream broke off its stream: {exc}")
-            yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
+            yield error_event(status, f"the upstream broke off its stream: {exc}")
+    except MalformedStream as exc:
+        log.warning("the upstream sent a malformed event stream: %s", exc)
+        yield error_event(502, "the upstream sent a malformed event stream")
     finally:
         with anyio.CancelScope(shield=True):
             await reply.aclose()

@@ -15,10 +15,12 @@ from bionic_common.memory_types import Scope
 from bionic_gateway.auth import Caller
 from bionic_gateway.chat.prompt import MemoryPrompt
 from bionic_gateway.chat.protocol import ChatCompletionRequest
+from bionic_gateway.errors import OpenAIError
 from bionic_gateway.metrics import GatewayMetrics
 from bionic_gateway.queue import TaskQueue
 from bionic_gateway.recall import Recaller, TurnMemory
 from bionic_gateway.requests import current_request_id
+from bionic_gateway.sse import EventStream
 from bionic_gateway.upstream import (
     RelayResponse,
     Upstream,
@@ -36,30 +38,12 @@ OWN_FIELDS = ("bionic_memory",)
 
 @dataclass(slots=True)
 class ReplyCollector:
-    """Reassembles the assistant's text and usage from an SSE stream while it is relayed."""
+    """Reassembles the assistant's text and usage from the events of a relayed stream."""
 
     parts: list[str] = field(default_factory=list)
     usage: dict[str, Any] | None = None
-    finished: bool = False
-    _buffer: bytes = b""
 
-    def feed(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            self._line(line.strip())
-
-    def _line(self, line: bytes) -> None:
-        if not line.startswith(b"data:"):
-            return
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            self.finished = True
-            return
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return  # a keep-alive or vendor extra
+    def event(self, event: Any) -> None:
         if not isinstance(event, dict):
             return
         if isinstance(event.get("usage"), dict):
@@ -67,13 +51,10 @@ class ReplyCollector:
         choices = event.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return  # usage-only or not a completion chunk
-        choice = choices[0]
-        delta = choice.get("delta")
+        delta = choices[0].get("delta")
         content = delta.get("content") if isinstance(delta, dict) else None
         if isinstance(content, str):
             self.parts.append(content)
-        if choice.get("finish_reason"):
-            self.finished = True
 
     @property
     def text(self) -> str:
@@ -136,16 +117,17 @@ class ChatService:
             return upstream_response(reply, content, out_headers)
 
         collector = ReplyCollector()
+        events = EventStream(collector.event)
 
         async def finish() -> None:  # after the last byte, or after the client left
             self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
             self._count_tokens(collector.usage)
-            if collector.finished and collector.text and turn.stores:
+            if events.done and collector.text and turn.stores:
                 self._queue.remember_exchange(scope, collector.text, request_id)
 
         out_headers["server-timing"] = _server_timing(turn, first_byte, None)
         return RelayResponse(
-            relay_body(reply, collector.feed, sse=True),
+            relay_body(reply, sse=True, events=events),
             headers={**passthrough_headers(reply), **out_headers},
             background=BackgroundTask(finish),
         )
@@ -160,13 +142,14 @@ class ChatService:
 
 
 def _reply_parts(content: bytes) -> tuple[str, dict[str, Any] | None]:
-    """The first choice's text and the usage of a non-streamed completion."""
+    """The first choice's text and the usage of a non-streamed completion; 502 for an
+    answer that is not a JSON object."""
     try:
         data = json.loads(content)
     except ValueError:
-        return "", None
+        data = None
     if not isinstance(data, dict):
-        return "", None
+        raise OpenAIError(502, "the upstream answered with something that is not JSON")
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
     try:
         text = data["choices"][0]["message"]["content"]

@@ -1,0 +1,83 @@
+"""The gateway's upstream client against a server that closes kept-alive connections as
+requests arrive on them: the race of an upstream's keep-alive timeout, made deterministic."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from bionic_gateway.config import GatewaySettings
+from bionic_gateway.errors import OpenAIError
+from bionic_gateway.upstream import Upstream
+from tests.reliability.faulty_upstream import KEPT_ALIVE_CONTENT, KeepAliveCloser
+
+CHAT = {"model": "closer", "messages": [{"role": "user", "content": "hello"}]}
+
+
+@pytest.fixture
+def closer() -> Iterator[KeepAliveCloser]:
+    server = KeepAliveCloser().start()
+    yield server
+    server.stop()
+
+
+async def chat(upstream: Upstream) -> bytes:
+    reply = await upstream.send("POST", "chat/completions", None, json_body=CHAT)
+    assert reply.status_code == 200
+    return await upstream.read(reply)
+
+
+async def test_a_request_that_crosses_the_upstreams_close_is_sent_again(
+    closer: KeepAliveCloser,
+) -> None:
+    upstream = Upstream(GatewaySettings(upstream_base_url=closer.base_url))
+    try:
+        assert KEPT_ALIVE_CONTENT.encode() in await chat(upstream)
+        # The same connection again: the upstream closes it on this request, unanswered.
+        assert KEPT_ALIVE_CONTENT.encode() in await chat(upstream)
+    finally:
+        await upstream.close()
+    assert len(closer.requests) == 3 and closer.connections == 2  # one retry, a new connection
+
+
+async def test_an_upstream_that_keeps_closing_is_502_after_one_retry(
+    closer: KeepAliveCloser,
+) -> None:
+    upstream = Upstream(GatewaySettings(upstream_base_url=closer.base_url))
+    try:
+        await chat(upstream)
+        closer.close_all = True
+        with pytest.raises(OpenAIError) as failed:
+            await chat(upstream)
+    finally:
+        await upstream.close()
+    assert failed.value.status == 502
+    assert failed.value.message.startswith("the upstream is unreachable")
+    assert len(closer.requests) == 3 and closer.connections == 2
+
+
+async def test_a_new_connection_closed_on_is_not_retried(closer: KeepAliveCloser) -> None:
+    closer.close_all = True
+    upstream = Upstream(GatewaySettings(upstream_base_url=closer.base_url))
+    try:
+        with pytest.raises(OpenAIError) as failed:
+            await chat(upstream)
+    finally:
+        await upstream.close()
+    assert failed.value.status == 502 and len(closer.requests) == closer.connections == 1
+
+
+async def test_a_streamed_body_is_never_sent_twice(closer: KeepAliveCloser) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a streamed upload"
+
+    upstream = Upstream(GatewaySettings(upstream_base_url=closer.base_url))
+    try:
+        await chat(upstream)
+        with pytest.raises(OpenAIError) as failed:
+            await upstream.send("POST", "files", None, content=body())
+    finally:
+        await upstream.close()
+    assert failed.value.status == 502
+    assert len(closer.requests) == 2 and closer.connections == 1
