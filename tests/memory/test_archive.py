@@ -75,6 +75,7 @@ def test_prune_archives_what_expired_and_deletes_only_past_the_archive_horizon(
     archive_law = tier_laws(MemorySettings())[Tier.ARCHIVE]
     gone_at = archive_law.expires_at(1.0, T0)
     assert gone_at > old.expires_at + 200 * DAY  # the archive's horizon is much longer
+    assert svc.get(ALICE, old.id).expires_at == pytest.approx(gone_at)
     assert svc.prune(gone_at - DAY).forgotten_archive == 0
     assert svc.prune(gone_at + 1).forgotten_archive == 1
     assert tiers(svc) == {"new": Tier.ARCHIVE}  # "new" has meanwhile cooled into the archive

@@ -39,7 +39,7 @@ from bionic_memory.records import NEVER
 
 Points = Sequence[tuple[float, float]]  # (delay in seconds, retention)
 
-BISECTION_STEPS = 200
+NEWTON_STEPS = 100
 
 
 class RetentionCurve(Protocol):
@@ -88,18 +88,23 @@ class MultiExponential:
         return sum(w * math.exp(-k * age) for w, k in zip(self.weights, self.rates, strict=True))
 
     def age_at(self, retention: float) -> float:
-        # R is a mixture of exponentials, so it lies under its slowest one: R(t) <= e^(-k_min t)
-        # bounds the answer above; R falls monotonically, so bisection finds it.
-        low, high = 0.0, -math.log(retention) / min(self.rates)
-        for _ in range(BISECTION_STEPS):
-            middle = (low + high) / 2
-            if self.retention(middle) > retention:
-                low = middle
-            else:
-                high = middle
-            if high - low <= 1e-6 * max(high, 1.0):
+        # ln R is convex (a log-sum-exp of lines) and falls, so Newton's method on
+        # ln R(t) = ln r started left of the root climbs to it monotonically, without
+        # overshooting. Each term alone bounds the root from below: R(t) >= wᵢ e^(-kᵢ t).
+        target = math.log(retention)
+        age = max(
+            0.0,
+            *(math.log(w / retention) / k for w, k in zip(self.weights, self.rates, strict=True)),
+        )
+        for _ in range(NEWTON_STEPS):
+            terms = [w * math.exp(-k * age) for w, k in zip(self.weights, self.rates, strict=True)]
+            value = sum(terms)
+            slope = -sum(t * k for t, k in zip(terms, self.rates, strict=True)) / value
+            step = (target - math.log(value)) / slope
+            age += step
+            if step <= 1e-12 * max(age, 1.0):
                 break
-        return high
+        return age
 
     def tail_gain(self, age: float) -> float:
         return math.exp(min(self.rates) * max(age, 0.0))

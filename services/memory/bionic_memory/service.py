@@ -50,7 +50,13 @@ from bionic_memory.records import (
 )
 from bionic_memory.relevance import relevance_first, with_lexical
 from bionic_memory.salience import initial_strength
-from bionic_memory.store.base import MemoryStore, Point, Where
+from bionic_memory.store.base import (
+    ARCHIVE_EXPIRES_FIELD,
+    EXPIRES_FIELD,
+    MemoryStore,
+    Point,
+    Where,
+)
 from bionic_memory.validation import Validator
 
 MAX_OP_KEYS = 32  # idempotency keys remembered per memory
@@ -225,8 +231,9 @@ class MemoryService:
                 payload = {
                     key: value for key, value in hit.payload.items() if key not in INTERNAL_FIELDS
                 }
+                payload.pop(ARCHIVE_EXPIRES_FIELD, None)
                 payload.update(tier=Tier.SHORT_TERM.value, strength=1.0, updated_at=now)
-                payload["expires_at"] = self._expiry(payload)
+                payload.update(self._expiries(payload))
                 after = Point(copy_id, payload, hit.vector)
                 if write:
                     self._store.upsert([after])
@@ -301,7 +308,7 @@ class MemoryService:
                 metadata={**point.payload.get("metadata", {}), **metadata},
                 pinned=point.payload["pinned"] or pinned,
             )
-            fields["expires_at"] = self._expiry({**point.payload, **fields})
+            fields.update(self._expiries({**point.payload, **fields}))
             if key:
                 fields["op_keys"] = [*keys, key][-MAX_OP_KEYS:]
             self._store.set_payload(point.id, fields)
@@ -324,7 +331,7 @@ class MemoryService:
         }
         if key:
             payload["op_keys"] = [key]
-        payload["expires_at"] = self._expiry(payload)
+        payload.update(self._expiries(payload))
         point = Point(id=new_id(), payload=payload, vector=list(vector))
         self._store.upsert([point])
         return self._memory(point, now), True, True
@@ -384,8 +391,8 @@ class MemoryService:
             strengths[tier].append(self._current(point.payload, now))
             if point.payload["pinned"]:
                 pinned[tier] += 1
-            elif point.payload["expires_at"] >= now:
-                expiries[tier].append(point.payload["expires_at"])
+            elif self._leaves_at(point.payload) >= now:
+                expiries[tier].append(self._leaves_at(point.payload))
         result = []
         for tier in Tier:
             values = np.asarray(strengths[tier] or [0.0])
@@ -439,11 +446,11 @@ class MemoryService:
                 payload["metadata"] = _merged(payload.get("metadata", {}), metadata)
             if text is not None and vector:
                 payload.update(text=text, content_hash=content_hash(text), summary="")
-                payload["expires_at"] = self._expiry(payload)
+                payload.update(self._expiries(payload))
                 self._store.upsert([Point(memory_id, payload, list(vector))])
                 self._drop_short_term_copy(payload, memory_id)
             else:
-                payload["expires_at"] = self._expiry(payload)
+                payload.update(self._expiries(payload))
                 self._store.set_payload(memory_id, payload)
         return self._memory(point, now)
 
@@ -562,39 +569,32 @@ class MemoryService:
             "metadata": memory.metadata,
             "source_ids": list(memory.source_ids),
         }
-        payload["expires_at"] = self._expiry(payload)
+        payload.update(self._expiries(payload))
         return payload
 
     # --- the worker's operations ---------------------------------------------------------
 
     def prune(self, now: float = 0.0, tier: Tier | None = None) -> Pruned:
         """Forget every memory whose strength fell under its tier's threshold by `now`:
-        one filtered delete per tier on the indexed expires_at."""
+        one filtered delete per tier on its indexed forgetting instant. With the archive,
+        expired long-term memories move there first by one filtered write of their tier:
+        the instant they leave the archive was stored when they were written. The cost
+        grows with what is forgotten or archived, not with what is kept."""
         now = self._now(now)
         tiers = [tier] if tier else list(Tier)
         archived = 0
         if self._settings.archive and Tier.LONG_TERM in tiers:
-            archived = self._archive_expired(now)
-        forgotten = {
-            t: self._store.delete_where(Where(tier=t.value, expires_before=now)) for t in tiers
-        }
+            archived = self._store.set_payload_where(
+                Where(tier=Tier.LONG_TERM.value, expires_before=now),
+                {"tier": Tier.ARCHIVE.value},
+            )
+        forgotten = {t: self._store.delete_where(self._expired(t, now)) for t in tiers}
         return Pruned(
             forgotten_long_term=forgotten.get(Tier.LONG_TERM, 0),
             forgotten_short_term=forgotten.get(Tier.SHORT_TERM, 0),
             archived=archived,
             forgotten_archive=forgotten.get(Tier.ARCHIVE, 0),
         )
-
-    def _archive_expired(self, now: float) -> int:
-        """Move long-term memories that expired by `now` into the archive, where they cool
-        on along the same curve down to the archive's threshold. The cost grows with what
-        is archived, not with what is kept."""
-        expired = self._scan(Where(tier=Tier.LONG_TERM.value, expires_before=now), False)
-        for point in expired:
-            fields: dict[str, Any] = {"tier": Tier.ARCHIVE.value}
-            fields["expires_at"] = self._expiry({**point.payload, **fields})
-            self._store.set_payload(point.id, fields)
-        return len(expired)
 
     def list_scopes(self, tenant: str = "") -> list[Scope]:
         """Every scope that holds memories (of one tenant, if given)."""
@@ -665,7 +665,7 @@ class MemoryService:
                 metadata={**metadata, **payload.get("metadata", {})},
                 source_ids=list(dict.fromkeys(sources)),
             )
-            payload["expires_at"] = self._expiry(payload)
+            payload.update(self._expiries(payload))
             self._store.set_payload(representative_id, payload)
             gone = [p.id for p in members]
             if payload["tier"] == Tier.LONG_TERM.value:
@@ -686,8 +686,17 @@ class MemoryService:
     @staticmethod
     def _where(scope: Scope, tier: Tier | None, **kwargs: Any) -> Where:
         return Where(
-            tenant=scope.tenant, user=scope.user, tier=tier.value if tier else None, **kwargs
+            tenant=scope.tenant,
+            user=scope.user,
+            tier=tier.value if tier else None,
+            expiry=_expiry_field(tier),
+            **kwargs,
         )
+
+    @staticmethod
+    def _expired(tier: Tier, now: float) -> Where:
+        """Every scope's memories of `tier` that left it by `now`."""
+        return Where(tier=tier.value, expires_before=now, expiry=_expiry_field(tier))
 
     @staticmethod
     def _owns(scope: Scope, payload: dict[str, Any]) -> bool:
@@ -715,11 +724,30 @@ class MemoryService:
         cooling = self._cooling[Tier(payload["tier"])]
         return cooling.strength(payload["strength"], payload["updated_at"], now)
 
-    def _expiry(self, payload: dict[str, Any]) -> float:
-        if payload["pinned"]:
-            return NEVER
-        cooling = self._cooling[Tier(payload["tier"])]
-        return cooling.expires_at(payload["strength"], payload["updated_at"])
+    def _expiries(self, payload: dict[str, Any]) -> dict[str, float]:
+        """The forgetting instants to store with a memory: when it leaves short-term or
+        long-term memory (expires_at) and, for a long-term or archived memory, when it
+        leaves the archive (archive_expires_at). A pinned memory never does."""
+        tier = Tier(payload["tier"])
+        laws = (
+            {EXPIRES_FIELD: self._cooling[tier]}
+            if tier == Tier.SHORT_TERM
+            else {
+                EXPIRES_FIELD: self._cooling[Tier.LONG_TERM],
+                ARCHIVE_EXPIRES_FIELD: self._cooling[Tier.ARCHIVE],
+            }
+        )
+        return {
+            name: NEVER
+            if payload["pinned"]
+            else law.expires_at(payload["strength"], payload["updated_at"])
+            for name, law in laws.items()
+        }
+
+    @staticmethod
+    def _leaves_at(payload: dict[str, Any]) -> float:
+        """When a memory leaves the tier it is in."""
+        return float(payload[_expiry_field(Tier(payload["tier"]))])
 
     def _reinforced(self, payload: dict[str, Any], amount: float, now: float) -> dict[str, Any]:
         """The fields that reinforce a memory by `amount` at `now`: its strength at `now`
@@ -735,7 +763,7 @@ class MemoryService:
         fields: dict[str, Any] = {"strength": strength, "updated_at": origin}
         if payload["tier"] == Tier.ARCHIVE.value:  # recognised: back into long-term memory
             fields["tier"] = Tier.LONG_TERM.value
-        fields["expires_at"] = self._expiry({**payload, **fields})
+        fields.update(self._expiries({**payload, **fields}))
         return fields
 
     def _memory(
@@ -755,7 +783,7 @@ class MemoryService:
             score=score,
             metadata=p.get("metadata", {}),
             pinned=p["pinned"],
-            expires_at=None if p["pinned"] else p["expires_at"],
+            expires_at=None if p["pinned"] else self._leaves_at(p),
             summary=p.get("summary", ""),
             source_ids=list(p.get("source_ids", [])),
         )
@@ -765,3 +793,9 @@ def _merged(metadata: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]
     """`changes` merged into `metadata`; a None value removes its key."""
     result = {**metadata, **changes}
     return {key: value for key, value in result.items() if value is not None}
+
+
+def _expiry_field(tier: Tier | None) -> str:
+    """The payload field holding when a memory of `tier` leaves it: an archived memory's
+    was stored with it while it was still in long-term memory."""
+    return ARCHIVE_EXPIRES_FIELD if tier == Tier.ARCHIVE else EXPIRES_FIELD

@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 # Payload fields with an index: the tenant (a tenant index where supported), the user,
-# the tier, the speaker, the content hash and the forgetting instant.
+# the tier, the speaker, the content hash and the forgetting instants: when a memory leaves
+# its tier (expires_at) and, for a long-term memory, when it leaves the archive it moves
+# into then (archive_expires_at, known at write time too, so archiving writes no instant).
 TENANT_FIELD = "tenant"
 KEYWORD_FIELDS = ("user", "tier", "role", "content_hash")
 EXPIRES_FIELD = "expires_at"
+ARCHIVE_EXPIRES_FIELD = "archive_expires_at"
+INSTANT_FIELDS = (EXPIRES_FIELD, ARCHIVE_EXPIRES_FIELD)
 
 
 @dataclass(slots=True)
@@ -33,6 +37,8 @@ class Where:
     expires_before: float | None = None
     # expires_at >= alive_at: still remembered then.
     alive_at: float | None = None
+    # The instant the two bounds above compare: EXPIRES_FIELD or ARCHIVE_EXPIRES_FIELD.
+    expiry: str = EXPIRES_FIELD
     exclude_ids: Sequence[str] = field(default_factory=tuple)
 
     def keywords(self) -> list[tuple[str, str]]:
@@ -53,6 +59,10 @@ class MemoryStore(Protocol):
 
     def set_payload(self, point_id: str, fields: dict[str, Any]) -> None:
         """Replace the given top-level payload fields of one point, keeping the others."""
+
+    def set_payload_where(self, where: Where, fields: dict[str, Any]) -> int:
+        """Set the given top-level payload fields of every point matching `where`, in one
+        operation; return how many there were."""
 
     def retrieve(self, ids: Sequence[str], with_vector: bool = False) -> list[Point]:
         """The points that exist among `ids`, in no particular order."""

@@ -11,7 +11,7 @@ import qdrant_edge as qe
 
 from bionic_memory.lexical import LEXICAL, document_terms, query_terms
 from bionic_memory.store.base import (
-    EXPIRES_FIELD,
+    INSTANT_FIELDS,
     KEYWORD_FIELDS,
     TENANT_FIELD,
     Point,
@@ -50,7 +50,7 @@ class EdgeStore:
         existing = set(self._shard.info().payload_schema)
         wanted: dict[str, Any] = {
             TENANT_FIELD: qe.KeywordIndexParams(is_tenant=True),
-            EXPIRES_FIELD: qe.PayloadSchemaType.Float,
+            **dict.fromkeys(INSTANT_FIELDS, qe.PayloadSchemaType.Float),
             **dict.fromkeys(KEYWORD_FIELDS, qe.PayloadSchemaType.Keyword),
         }
         for name, schema in wanted.items():
@@ -78,6 +78,13 @@ class EdgeStore:
 
     def set_payload(self, point_id: str, fields: dict[str, Any]) -> None:
         self._shard.update(qe.UpdateOperation.set_payload([point_id], fields))
+
+    def set_payload_where(self, where: Where, fields: dict[str, Any]) -> int:
+        filt = _filter(where)
+        count = self._shard.count(qe.CountRequest(filter=filt))
+        if count:
+            self._shard.update(qe.UpdateOperation.set_payload_by_filter(filt, fields))
+        return count
 
     def retrieve(self, ids: Sequence[str], with_vector: bool = False) -> list[Point]:
         if not ids:
@@ -166,8 +173,8 @@ def _filter(where: Where) -> qe.Filter:
         qe.FieldCondition(key, match=qe.MatchValue(value)) for key, value in where.keywords()
     ]
     if where.expires_before is not None:
-        must.append(qe.FieldCondition(EXPIRES_FIELD, range=qe.RangeFloat(lt=where.expires_before)))
+        must.append(qe.FieldCondition(where.expiry, range=qe.RangeFloat(lt=where.expires_before)))
     if where.alive_at is not None:
-        must.append(qe.FieldCondition(EXPIRES_FIELD, range=qe.RangeFloat(gte=where.alive_at)))
+        must.append(qe.FieldCondition(where.expiry, range=qe.RangeFloat(gte=where.alive_at)))
     must_not: list[Any] = [qe.HasIdCondition(set(where.exclude_ids))] if where.exclude_ids else []
     return qe.Filter(must=must or None, must_not=must_not or None)

@@ -14,7 +14,7 @@ from qdrant_client import QdrantClient, models
 
 from bionic_memory.lexical import LEXICAL, document_terms, query_terms
 from bionic_memory.store.base import (
-    EXPIRES_FIELD,
+    INSTANT_FIELDS,
     KEYWORD_FIELDS,
     TENANT_FIELD,
     Point,
@@ -59,7 +59,7 @@ class QdrantStore:
             TENANT_FIELD: models.KeywordIndexParams(
                 type=models.KeywordIndexType.KEYWORD, is_tenant=True
             ),
-            EXPIRES_FIELD: models.PayloadSchemaType.FLOAT,
+            **dict.fromkeys(INSTANT_FIELDS, models.PayloadSchemaType.FLOAT),
             **dict.fromkeys(KEYWORD_FIELDS, models.PayloadSchemaType.KEYWORD),
         }
         for name, schema in wanted.items():
@@ -89,6 +89,18 @@ class QdrantStore:
 
     def set_payload(self, point_id: str, fields: dict[str, Any]) -> None:
         self._client.set_payload(self._collection, payload=fields, points=[point_id], wait=True)
+
+    def set_payload_where(self, where: Where, fields: dict[str, Any]) -> int:
+        filt = _filter(where)
+        count = self._client.count(self._collection, count_filter=filt, exact=True).count
+        if count:
+            self._client.set_payload(
+                self._collection,
+                payload=fields,
+                points=models.FilterSelector(filter=filt),
+                wait=True,
+            )
+        return count
 
     def retrieve(self, ids: Sequence[str], with_vector: bool = False) -> list[Point]:
         if not ids:
@@ -191,12 +203,10 @@ def _filter(where: Where) -> models.Filter:
     ]
     if where.expires_before is not None:
         must.append(
-            models.FieldCondition(key=EXPIRES_FIELD, range=models.Range(lt=where.expires_before))
+            models.FieldCondition(key=where.expiry, range=models.Range(lt=where.expires_before))
         )
     if where.alive_at is not None:
-        must.append(
-            models.FieldCondition(key=EXPIRES_FIELD, range=models.Range(gte=where.alive_at))
-        )
+        must.append(models.FieldCondition(key=where.expiry, range=models.Range(gte=where.alive_at)))
     must_not: list[models.Condition] = (
         [models.HasIdCondition(has_id=list(where.exclude_ids))] if where.exclude_ids else []
     )
