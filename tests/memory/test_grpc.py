@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from dataclasses import replace
 from typing import TypeVar
 
 import grpc
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 from bionic.memory.v1 import memory_pb2 as pb
 from bionic.memory.v1 import memory_pb2_grpc as pb_grpc
 from bionic_common.clients import MemoryClient
-from bionic_common.memory_types import Memory, Role, Scope, Tier
+from bionic_common.memory_types import Exported, Memory, Role, Scope, Tier
 from tests.memory.server import MemoryProcess
 
 DIM = 8
@@ -75,6 +77,10 @@ def api(server: MemoryProcess) -> Iterator[Api]:
     a.close()
 
 
+async def one_item(item: Exported) -> AsyncIterator[Exported]:
+    yield item
+
+
 def code_of(api: Api, call: Awaitable[object]) -> grpc.StatusCode:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         api.run(call)
@@ -101,6 +107,13 @@ def test_bad_input_gets_clear_status_codes_and_stores_nothing(
         api.client.get(scope, "not-a-uuid"),
         api.client.search(scope, vec(0), now=float("nan")),
         api.client.scan_for_suppression(scope, similarity_threshold=2.0),
+        # JSON has no NaN or infinity: a client other than the gateway can still send them
+        api.client.remember(scope, Role.USER, "x", vec(0), metadata={"score": float("nan")}),
+        api.client.recall(scope, "x", vec(0), metadata={"n": {"deep": [float("inf")]}}),
+        api.client.update(scope, kept.id, metadata={"score": float("-inf")}),
+        api.client.import_(
+            scope, one_item(Exported(replace(kept, metadata={"x": math.nan}), vec(0)))
+        ),
     ]
     for call in invalid:
         assert code_of(api, call) == grpc.StatusCode.INVALID_ARGUMENT

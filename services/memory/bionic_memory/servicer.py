@@ -11,9 +11,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import struct_pb2
 
 from bionic.memory.v1 import memory_pb2 as pb
 from bionic.memory.v1 import memory_pb2_grpc as pb_grpc
@@ -36,6 +37,15 @@ from bionic_memory.service import MemoryService
 T = TypeVar("T")
 
 IMPORT_BATCH = 256
+
+
+def _metadata(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A request's metadata as JSON data; JSON has no NaN or infinity, so a Struct holding
+    one (any client can send it) is refused."""
+    try:
+        return struct_to_dict(struct)
+    except ValueError as exc:
+        raise InvalidArgument(f"metadata: {exc}") from exc
 
 
 class MemoryServicer(pb_grpc.MemoryServiceServicer):
@@ -77,7 +87,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 request.text,
                 request.vector,
                 limit=request.limit,
-                metadata=struct_to_dict(request.metadata),
+                metadata=_metadata(request.metadata),
                 dry_run=request.dry_run,
                 now=request.now,
             ),
@@ -101,7 +111,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 ROLE_FROM_PB[request.role],
                 request.text,
                 request.vector,
-                metadata=struct_to_dict(request.metadata),
+                metadata=_metadata(request.metadata),
                 idempotency_key=request.idempotency_key,
                 pinned=request.pinned,
                 now=request.now,
@@ -160,7 +170,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 text=request.text if request.HasField("text") else None,
                 vector=request.vector,
                 pinned=request.pinned if request.HasField("pinned") else None,
-                metadata=struct_to_dict(request.metadata),
+                metadata=_metadata(request.metadata),
                 now=request.now,
             ),
         )
@@ -177,7 +187,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 request.id,
                 request.summary,
                 request.vector,
-                metadata=struct_to_dict(request.metadata),
+                metadata=_metadata(request.metadata),
             ),
         )
         return memory_to_pb(memory)
@@ -234,7 +244,13 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"import item {imported + skipped + len(batch)}: role and tier are required",
                 )
-            batch.append(exported_from_pb(request.memory))
+            try:
+                batch.append(exported_from_pb(request.memory))
+            except ValueError as exc:  # json_format refuses NaN and infinity in a Struct
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"import item {imported + skipped + len(batch)}: metadata: {exc}",
+                )
             if len(batch) == IMPORT_BATCH:
                 done, seen = await self._import(context, scope, batch)
                 imported, skipped, batch = imported + done, skipped + seen, []
