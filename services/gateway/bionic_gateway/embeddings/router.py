@@ -15,7 +15,7 @@ from bionic_gateway.errors import ERROR_RESPONSES
 router = APIRouter(tags=["embeddings"], responses=ERROR_RESPONSES)
 
 
-def embeddings_service(request: Request) -> EmbeddingsService:
+async def embeddings_service(request: Request) -> EmbeddingsService:
     found: EmbeddingsService = request.app.state.embeddings
     return found
 
