@@ -6,7 +6,7 @@ import uuid
 
 import numpy as np
 
-from bionic_memory.store.base import ARCHIVE_EXPIRES_FIELD, MemoryStore, Point, Where
+from bionic_memory.store.base import MemoryStore, Point, Where
 from tests.memory.conftest import DIM
 
 
@@ -87,27 +87,12 @@ def test_set_payload_changes_only_the_given_fields(store: MemoryStore) -> None:
     assert store.count(Where(expires_before=2.0)) == 2  # points 0 and 7
 
 
-def test_set_payload_where_changes_exactly_the_matching_points(store: MemoryStore) -> None:
+def test_both_forgetting_instants_filter(store: MemoryStore) -> None:
     seed(store)
-    where = Where(tier="ltm", expires_before=100.0)  # 1..9, not 4, 8
-    assert store.set_payload_where(where, {"tier": "archive"}) == 7
-    archived = Where(tier="archive", expiry=ARCHIVE_EXPIRES_FIELD)
-    assert store.count(archived) == 7
-    assert (
-        store.count(Where(tier="archive", expires_before=500.0, expiry=ARCHIVE_EXPIRES_FIELD)) == 3
-    )
-    moved = store.retrieve([pid(i) for i in range(24)])
-    assert {p.payload["n"] for p in moved if p.payload["tier"] == "archive"} == {
-        1,
-        2,
-        3,
-        5,
-        6,
-        7,
-        9,
-    }
-    assert all(p.payload["expires_at"] == p.payload["n"] * 10 for p in moved)
-    assert store.set_payload_where(where, {"tier": "archive"}) == 0
+    archive = Where(tier="ltm", expires_before=100.0, archive_alive_at=500.0)  # 5, 6, 7, 9
+    assert {p.payload["n"] for p, _ in store.search(archive, unit(5), 24)} == {5, 6, 7, 9}
+    assert store.count(Where(archive_expires_before=300.0)) == 3  # 0, 1, 2
+    assert store.delete_where(Where(tier="ltm", archive_expires_before=500.0)) == 3  # 1, 2, 3
 
 
 def test_facet_counts_distinct_values(store: MemoryStore) -> None:

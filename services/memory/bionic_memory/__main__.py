@@ -34,11 +34,12 @@ async def run(settings: MemorySettings) -> None:
     store = open_store(settings)
     executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
     server = new_server(settings.max_concurrent_rpcs)
+    service = MemoryService(store, settings)
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(
-        MemoryServicer(MemoryService(store, settings), executor, MemoryMetrics(REGISTRY)), server
+        MemoryServicer(service, executor, MemoryMetrics(REGISTRY)), server
     )
     if settings.metrics_port:
-        REGISTRY.register(TierSizes(store))
+        REGISTRY.register(TierSizes(service))
         start_http_server(settings.metrics_port, addr=settings.host)
 
     async def close() -> None:

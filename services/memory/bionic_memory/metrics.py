@@ -8,8 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bionic_common.memory_types import Tier
-from bionic_memory.store.base import MemoryStore, Where
+from bionic_memory.service import MemoryService
 
 SECONDS_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30,
@@ -40,15 +39,15 @@ class MemoryMetrics:
 
 
 class TierSizes(Collector):
-    """Memories held per tier over every tenant, counted on the tier index at scrape time."""
+    """Memories held per tier over every tenant, counted on the indexes at scrape time."""
 
-    def __init__(self, store: MemoryStore) -> None:
-        self._store = store
+    def __init__(self, service: MemoryService) -> None:
+        self._service = service
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             "bionic_memory_memories", "Memories held, by tier (all tenants)", labels=["tier"]
         )
-        for tier in Tier:
-            family.add_metric([tier.value], self._store.count(Where(tier=tier.value)))
+        for tier, count in self._service.tier_sizes().items():
+            family.add_metric([tier.value], count)
         yield family

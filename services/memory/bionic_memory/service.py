@@ -91,6 +91,9 @@ class MemoryService:
         )
         # Read-modify-write of one scope's memories is serialised; scopes run in parallel.
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        # Where the previous Prune of long-term memory counted archived memories up to.
+        self._prune_lock = threading.Lock()
+        self._archived_until: float | None = None
 
     # --- the chat path -----------------------------------------------------------------
 
@@ -126,7 +129,7 @@ class MemoryService:
             if self._settings.archive:
                 hits = self._with_recognised(scope, text, vector, hits, params, now)
             short_term = self._store.search(
-                self._where(scope, Tier.SHORT_TERM, alive_at=now),
+                self._where(scope, Tier.SHORT_TERM, now, alive=True),
                 vector,
                 params.short_term_candidates,
                 with_vector=True,
@@ -163,7 +166,7 @@ class MemoryService:
         """The long-term memories a message relates to (itself excluded), with vectors:
         by cosine, plus a BM25 bonus when lexical_weight is set (relevance.with_lexical)."""
         where = self._where(
-            scope, Tier.LONG_TERM, alive_at=now, exclude_ids=(stored.id,) if stored else ()
+            scope, Tier.LONG_TERM, now, alive=True, exclude_ids=(stored.id,) if stored else ()
         )
         return self._matches(where, text, vector, params.long_term_candidates)
 
@@ -194,7 +197,7 @@ class MemoryService:
         archived = [
             (point, score)
             for point, score in self._matches(
-                self._where(scope, Tier.ARCHIVE, alive_at=now),
+                self._where(scope, Tier.ARCHIVE, now, alive=True),
                 text,
                 vector,
                 params.long_term_candidates,
@@ -353,7 +356,7 @@ class MemoryService:
         limit = self._check.limit(limit, self._settings.recall_limit, self._settings.max_page_size)
         now = self._now(now)
         hits = self._store.search(
-            self._where(scope, tier or Tier.LONG_TERM, alive_at=now), vector, limit
+            self._where(scope, tier or Tier.LONG_TERM, now, alive=True), vector, limit
         )
         return [self._memory(p, now, score) for p, score in hits if score >= min_score]
 
@@ -374,8 +377,8 @@ class MemoryService:
         self._check.scope(scope)
         size = self._check.limit(page_size, 50, self._settings.max_page_size)
         offset = decode_page_token(scope, page_token) if page_token else None
-        points, next_offset = self._store.scroll(self._where(scope, tier), size, offset)
         now = self._now(now)
+        points, next_offset = self._store.scroll(self._where(scope, tier, now), size, offset)
         token = encode_page_token(scope, next_offset) if next_offset else ""
         return [self._memory(p, now) for p in points], token
 
@@ -386,13 +389,13 @@ class MemoryService:
         strengths: dict[Tier, list[float]] = {tier: [] for tier in Tier}
         pinned = dict.fromkeys(Tier, 0)
         expiries: dict[Tier, list[float]] = {tier: [] for tier in Tier}
-        for point in self._scan(self._where(scope, None), with_vector=False):
-            tier = Tier(point.payload["tier"])
+        for point in self._scan(self._where(scope, None, now), with_vector=False):
+            tier = self._tier(point.payload, now)
             strengths[tier].append(self._current(point.payload, now))
             if point.payload["pinned"]:
                 pinned[tier] += 1
-            elif self._leaves_at(point.payload) >= now:
-                expiries[tier].append(self._leaves_at(point.payload))
+            elif self._leaves_at(point.payload, now) >= now:
+                expiries[tier].append(self._leaves_at(point.payload, now))
         result = []
         for tier in Tier:
             values = np.asarray(strengths[tier] or [0.0])
@@ -494,7 +497,7 @@ class MemoryService:
         """Delete every memory of the scope, every tier."""
         self._check.scope(scope)
         with self._lock(scope):
-            return self._store.delete_where(self._where(scope, None))
+            return self._store.delete_where(self._where(scope, None, 0.0))
 
     def _drop_short_term_copy(self, payload: dict[str, Any], memory_id: str) -> None:
         if payload["tier"] == Tier.LONG_TERM.value:
@@ -507,10 +510,10 @@ class MemoryService:
     ) -> tuple[list[Exported], str | None]:
         """A page of the scope's memories with their vectors, and the next page's offset."""
         self._check.scope(scope)
-        points, next_offset = self._store.scroll(
-            self._where(scope, None), EXPORT_PAGE, offset, with_vector=True
-        )
         now = self._now(now)
+        points, next_offset = self._store.scroll(
+            self._where(scope, None, now), EXPORT_PAGE, offset, with_vector=True
+        )
         return [Exported(self._memory(p, now), list(p.vector or ())) for p in points], next_offset
 
     def import_batch(self, scope: Scope, items: Sequence[Exported]) -> tuple[int, int]:
@@ -558,7 +561,10 @@ class MemoryService:
             "tenant": scope.tenant,
             "user": scope.user,
             "role": memory.role.value,
-            "tier": memory.tier.value,
+            # An archived memory is a long-term one past its expiry (see _where).
+            "tier": Tier.SHORT_TERM.value
+            if memory.tier == Tier.SHORT_TERM
+            else Tier.LONG_TERM.value,
             "text": memory.text,
             "summary": memory.summary,
             "content_hash": content_hash(memory.text),
@@ -576,25 +582,52 @@ class MemoryService:
 
     def prune(self, now: float = 0.0, tier: Tier | None = None) -> Pruned:
         """Forget every memory whose strength fell under its tier's threshold by `now`:
-        one filtered delete per tier on its indexed forgetting instant. With the archive,
-        expired long-term memories move there first by one filtered write of their tier:
-        the instant they leave the archive was stored when they were written. The cost
-        grows with what is forgotten or archived, not with what is kept."""
+        one filtered delete per tier on its indexed forgetting instant, whose cost grows
+        with what is forgotten, not with what is kept.
+
+        With the archive, nothing moves: a long-term memory is in the archive from its
+        expires_at on (see `_where`), and leaves it at its archive_expires_at. `archived`
+        counts the long-term memories that expired since the previous Prune of long-term
+        memory (by this process; its first counts every expired one)."""
         now = self._now(now)
         tiers = [tier] if tier else list(Tier)
+        pruned = dict.fromkeys(Tier, 0)
         archived = 0
-        if self._settings.archive and Tier.LONG_TERM in tiers:
-            archived = self._store.set_payload_where(
-                Where(tier=Tier.LONG_TERM.value, expires_before=now),
-                {"tier": Tier.ARCHIVE.value},
+        if Tier.SHORT_TERM in tiers:
+            pruned[Tier.SHORT_TERM] = self._store.delete_where(
+                Where(tier=Tier.SHORT_TERM.value, expires_before=now)
             )
-        forgotten = {t: self._store.delete_where(self._expired(t, now)) for t in tiers}
+        if not self._settings.archive:
+            if Tier.LONG_TERM in tiers:
+                pruned[Tier.LONG_TERM] = self._store.delete_where(
+                    Where(tier=Tier.LONG_TERM.value, expires_before=now)
+                )
+        else:
+            if Tier.LONG_TERM in tiers:
+                with self._prune_lock:
+                    since, self._archived_until = (
+                        self._archived_until,
+                        max(now, self._archived_until or now),
+                    )
+                archived = self._store.count(
+                    Where(tier=Tier.LONG_TERM.value, expires_before=now, alive_at=since)
+                )
+            if Tier.ARCHIVE in tiers:
+                pruned[Tier.ARCHIVE] = self._store.delete_where(
+                    Where(tier=Tier.LONG_TERM.value, archive_expires_before=now)
+                )
         return Pruned(
-            forgotten_long_term=forgotten.get(Tier.LONG_TERM, 0),
-            forgotten_short_term=forgotten.get(Tier.SHORT_TERM, 0),
+            forgotten_long_term=pruned[Tier.LONG_TERM],
+            forgotten_short_term=pruned[Tier.SHORT_TERM],
             archived=archived,
-            forgotten_archive=forgotten.get(Tier.ARCHIVE, 0),
+            forgotten_archive=pruned[Tier.ARCHIVE],
         )
+
+    def tier_sizes(self) -> dict[Tier, int]:
+        """Memories held per tier now, over every scope (forgotten ones not yet pruned
+        included), counted on the indexes."""
+        now = self._clock()
+        return {tier: self._store.count(self._where(None, tier, now)) for tier in Tier}
 
     def list_scopes(self, tenant: str = "") -> list[Scope]:
         """Every scope that holds memories (of one tenant, if given)."""
@@ -618,7 +651,7 @@ class MemoryService:
         threshold = similarity_threshold or self._settings.duplicate_similarity
         limit = max_memories or self._settings.max_scan_memories
         points = sorted(
-            self._scan(self._where(scope, Tier.LONG_TERM), with_vector=True),
+            self._scan(self._where(scope, Tier.LONG_TERM, self._clock()), with_vector=True),
             key=lambda p: p.payload["created_at"],
             reverse=True,
         )[:limit]
@@ -649,7 +682,8 @@ class MemoryService:
             members = [
                 p
                 for p in self._store.retrieve([m for m in member_ids if m != representative_id])
-                if self._owns(scope, p.payload) and p.payload["tier"] == payload["tier"]
+                if self._owns(scope, p.payload)
+                and self._tier(p.payload, now) == self._tier(payload, now)
             ]
             if not members:
                 return self._memory(point, now)
@@ -683,20 +717,48 @@ class MemoryService:
         stripe = int.from_bytes(hashlib.blake2b(scope_key(scope).encode(), digest_size=4).digest())
         return self._locks[stripe % LOCK_STRIPES]
 
-    @staticmethod
-    def _where(scope: Scope, tier: Tier | None, **kwargs: Any) -> Where:
-        return Where(
-            tenant=scope.tenant,
-            user=scope.user,
-            tier=tier.value if tier else None,
-            expiry=_expiry_field(tier),
-            **kwargs,
-        )
+    def _where(
+        self,
+        scope: Scope | None,
+        tier: Tier | None,
+        now: float,
+        alive: bool = False,
+        exclude_ids: Sequence[str] = (),
+    ) -> Where:
+        """The memories of `scope` (of every scope if None) in `tier` (any if None) as the
+        tiers are at `now`; with `alive`, only those still remembered then.
 
-    @staticmethod
-    def _expired(tier: Tier, now: float) -> Where:
-        """Every scope's memories of `tier` that left it by `now`."""
-        return Where(tier=tier.value, expires_before=now, expiry=_expiry_field(tier))
+        Only short-term and long-term memories are stored as such. With the archive, a
+        long-term memory past its expires_at is in the archive (long-term memory is only
+        the ones not past it) until its archive_expires_at; without it, no memory is."""
+        where = Where(
+            tenant=scope.tenant if scope else None,
+            user=scope.user if scope else None,
+            exclude_ids=exclude_ids,
+        )
+        if tier == Tier.SHORT_TERM:
+            return replace(where, tier=tier.value, alive_at=now if alive else None)
+        if tier == Tier.LONG_TERM:
+            alive = alive or self._settings.archive
+            return replace(where, tier=tier.value, alive_at=now if alive else None)
+        if tier == Tier.ARCHIVE:
+            if not self._settings.archive:
+                return replace(where, tier=tier.value)  # no memory is stored in this tier
+            return replace(
+                where,
+                tier=Tier.LONG_TERM.value,
+                expires_before=now,
+                archive_alive_at=now if alive else None,
+            )
+        return where
+
+    def _tier(self, payload: dict[str, Any], now: float) -> Tier:
+        """The tier a memory is in at `now` (see `_where`)."""
+        if payload["tier"] == Tier.SHORT_TERM.value:
+            return Tier.SHORT_TERM
+        if self._settings.archive and payload[EXPIRES_FIELD] < now:
+            return Tier.ARCHIVE
+        return Tier.LONG_TERM
 
     @staticmethod
     def _owns(scope: Scope, payload: dict[str, Any]) -> bool:
@@ -726,12 +788,11 @@ class MemoryService:
 
     def _expiries(self, payload: dict[str, Any]) -> dict[str, float]:
         """The forgetting instants to store with a memory: when it leaves short-term or
-        long-term memory (expires_at) and, for a long-term or archived memory, when it
-        leaves the archive (archive_expires_at). A pinned memory never does."""
-        tier = Tier(payload["tier"])
+        long-term memory (expires_at) and, for a long-term memory, when it then leaves the
+        archive (archive_expires_at). A pinned memory never does."""
         laws = (
-            {EXPIRES_FIELD: self._cooling[tier]}
-            if tier == Tier.SHORT_TERM
+            {EXPIRES_FIELD: self._cooling[Tier.SHORT_TERM]}
+            if payload["tier"] == Tier.SHORT_TERM.value
             else {
                 EXPIRES_FIELD: self._cooling[Tier.LONG_TERM],
                 ARCHIVE_EXPIRES_FIELD: self._cooling[Tier.ARCHIVE],
@@ -744,10 +805,10 @@ class MemoryService:
             for name, law in laws.items()
         }
 
-    @staticmethod
-    def _leaves_at(payload: dict[str, Any]) -> float:
-        """When a memory leaves the tier it is in."""
-        return float(payload[_expiry_field(Tier(payload["tier"]))])
+    def _leaves_at(self, payload: dict[str, Any], now: float) -> float:
+        """When a memory leaves the tier it is in at `now`."""
+        archived = self._tier(payload, now) == Tier.ARCHIVE
+        return float(payload[ARCHIVE_EXPIRES_FIELD if archived else EXPIRES_FIELD])
 
     def _reinforced(self, payload: dict[str, Any], amount: float, now: float) -> dict[str, Any]:
         """The fields that reinforce a memory by `amount` at `now`: its strength at `now`
@@ -760,9 +821,9 @@ class MemoryService:
             strength, origin = reinforced(
                 law, payload["strength"], payload["updated_at"], now, amount
             )
+        # An archived memory comes back into long-term memory if this lifts its expiry past
+        # `now` (recognised and reinforced enough).
         fields: dict[str, Any] = {"strength": strength, "updated_at": origin}
-        if payload["tier"] == Tier.ARCHIVE.value:  # recognised: back into long-term memory
-            fields["tier"] = Tier.LONG_TERM.value
         fields.update(self._expiries({**payload, **fields}))
         return fields
 
@@ -774,7 +835,7 @@ class MemoryService:
             id=point.id,
             scope=Scope(tenant=p["tenant"], user=p["user"]),
             role=Role(p["role"]),
-            tier=Tier(p["tier"]),
+            tier=self._tier(p, now),
             text=p["text"],
             created_at=p["created_at"],
             updated_at=p["updated_at"],
@@ -783,7 +844,7 @@ class MemoryService:
             score=score,
             metadata=p.get("metadata", {}),
             pinned=p["pinned"],
-            expires_at=None if p["pinned"] else self._leaves_at(p),
+            expires_at=None if p["pinned"] else self._leaves_at(p, now),
             summary=p.get("summary", ""),
             source_ids=list(p.get("source_ids", [])),
         )
@@ -793,9 +854,3 @@ def _merged(metadata: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]
     """`changes` merged into `metadata`; a None value removes its key."""
     result = {**metadata, **changes}
     return {key: value for key, value in result.items() if value is not None}
-
-
-def _expiry_field(tier: Tier | None) -> str:
-    """The payload field holding when a memory of `tier` leaves it: an archived memory's
-    was stored with it while it was still in long-term memory."""
-    return ARCHIVE_EXPIRES_FIELD if tier == Tier.ARCHIVE else EXPIRES_FIELD

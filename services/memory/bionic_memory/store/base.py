@@ -8,8 +8,9 @@ from typing import Any, Protocol
 
 # Payload fields with an index: the tenant (a tenant index where supported), the user,
 # the tier, the speaker, the content hash and the forgetting instants: when a memory leaves
-# its tier (expires_at) and, for a long-term memory, when it leaves the archive it moves
-# into then (archive_expires_at, known at write time too, so archiving writes no instant).
+# its tier (expires_at) and, for a long-term memory, when it then leaves the archive
+# (archive_expires_at). Both are known when a memory is written, so moving into the
+# archive takes no write at all: the archive is the long-term memories past expires_at.
 TENANT_FIELD = "tenant"
 KEYWORD_FIELDS = ("user", "tier", "role", "content_hash")
 EXPIRES_FIELD = "expires_at"
@@ -37,9 +38,20 @@ class Where:
     expires_before: float | None = None
     # expires_at >= alive_at: still remembered then.
     alive_at: float | None = None
-    # The instant the two bounds above compare: EXPIRES_FIELD or ARCHIVE_EXPIRES_FIELD.
-    expiry: str = EXPIRES_FIELD
+    # The same two bounds on archive_expires_at.
+    archive_expires_before: float | None = None
+    archive_alive_at: float | None = None
     exclude_ids: Sequence[str] = field(default_factory=tuple)
+
+    def ranges(self) -> list[tuple[str, str, float]]:
+        """The bounds on forgetting instants, as (field, "lt" or "gte", value)."""
+        bounds = (
+            (EXPIRES_FIELD, "lt", self.expires_before),
+            (EXPIRES_FIELD, "gte", self.alive_at),
+            (ARCHIVE_EXPIRES_FIELD, "lt", self.archive_expires_before),
+            (ARCHIVE_EXPIRES_FIELD, "gte", self.archive_alive_at),
+        )
+        return [(key, op, value) for key, op, value in bounds if value is not None]
 
     def keywords(self) -> list[tuple[str, str]]:
         """The exact-match conditions, as (field, value) pairs."""
@@ -59,10 +71,6 @@ class MemoryStore(Protocol):
 
     def set_payload(self, point_id: str, fields: dict[str, Any]) -> None:
         """Replace the given top-level payload fields of one point, keeping the others."""
-
-    def set_payload_where(self, where: Where, fields: dict[str, Any]) -> int:
-        """Set the given top-level payload fields of every point matching `where`, in one
-        operation; return how many there were."""
 
     def retrieve(self, ids: Sequence[str], with_vector: bool = False) -> list[Point]:
         """The points that exist among `ids`, in no particular order."""

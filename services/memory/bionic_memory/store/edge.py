@@ -79,13 +79,6 @@ class EdgeStore:
     def set_payload(self, point_id: str, fields: dict[str, Any]) -> None:
         self._shard.update(qe.UpdateOperation.set_payload([point_id], fields))
 
-    def set_payload_where(self, where: Where, fields: dict[str, Any]) -> int:
-        filt = _filter(where)
-        count = self._shard.count(qe.CountRequest(filter=filt))
-        if count:
-            self._shard.update(qe.UpdateOperation.set_payload_by_filter(filt, fields))
-        return count
-
     def retrieve(self, ids: Sequence[str], with_vector: bool = False) -> list[Point]:
         if not ids:
             return []
@@ -172,9 +165,9 @@ def _filter(where: Where) -> qe.Filter:
     must: list[Any] = [
         qe.FieldCondition(key, match=qe.MatchValue(value)) for key, value in where.keywords()
     ]
-    if where.expires_before is not None:
-        must.append(qe.FieldCondition(where.expiry, range=qe.RangeFloat(lt=where.expires_before)))
-    if where.alive_at is not None:
-        must.append(qe.FieldCondition(where.expiry, range=qe.RangeFloat(gte=where.alive_at)))
+    must += [
+        qe.FieldCondition(key, range=qe.RangeFloat(**{op: value}))
+        for key, op, value in where.ranges()
+    ]
     must_not: list[Any] = [qe.HasIdCondition(set(where.exclude_ids))] if where.exclude_ids else []
     return qe.Filter(must=must or None, must_not=must_not or None)

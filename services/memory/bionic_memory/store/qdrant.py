@@ -90,18 +90,6 @@ class QdrantStore:
     def set_payload(self, point_id: str, fields: dict[str, Any]) -> None:
         self._client.set_payload(self._collection, payload=fields, points=[point_id], wait=True)
 
-    def set_payload_where(self, where: Where, fields: dict[str, Any]) -> int:
-        filt = _filter(where)
-        count = self._client.count(self._collection, count_filter=filt, exact=True).count
-        if count:
-            self._client.set_payload(
-                self._collection,
-                payload=fields,
-                points=models.FilterSelector(filter=filt),
-                wait=True,
-            )
-        return count
-
     def retrieve(self, ids: Sequence[str], with_vector: bool = False) -> list[Point]:
         if not ids:
             return []
@@ -201,12 +189,10 @@ def _filter(where: Where) -> models.Filter:
         models.FieldCondition(key=key, match=models.MatchValue(value=value))
         for key, value in where.keywords()
     ]
-    if where.expires_before is not None:
-        must.append(
-            models.FieldCondition(key=where.expiry, range=models.Range(lt=where.expires_before))
-        )
-    if where.alive_at is not None:
-        must.append(models.FieldCondition(key=where.expiry, range=models.Range(gte=where.alive_at)))
+    must += [
+        models.FieldCondition(key=key, range=models.Range(**{op: value}))
+        for key, op, value in where.ranges()
+    ]
     must_not: list[models.Condition] = (
         [models.HasIdCondition(has_id=list(where.exclude_ids))] if where.exclude_ids else []
     )
