@@ -193,8 +193,9 @@ class Server:
             stub = pb_grpc.EmbedderServiceStub(channel)
 
             async def grpc_embed(texts: list[str]) -> np.ndarray:
-                reply = await stub.Embed(pb.EmbedRequest(texts=texts), timeout=300)
-                return np.array([e.values for e in reply.embeddings], dtype=np.float32)
+                request = pb.EmbedRequest(texts=texts, encoding=pb.VECTOR_ENCODING_PACKED_F32)
+                reply = await stub.Embed(request, timeout=300)
+                return np.frombuffer(reply.packed, "<f4").reshape(len(texts), reply.dimension)
 
             return grpc_embed
         http = httpx.AsyncClient(
@@ -291,7 +292,9 @@ async def run(args: argparse.Namespace) -> str:
             lowest = []
             for w in workloads:
                 vectors = await embed(w.texts[:64])
-                vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # not all normalise
+                vectors = vectors / np.linalg.norm(
+                    vectors, axis=1, keepdims=True
+                )  # not all normalise
                 lowest.append(float(np.min(np.sum(vectors * reference[w.name], axis=1))))
             cosine[server.name] = min(lowest)
         rates: dict[tuple[str, str], list[float]] = {}

@@ -70,6 +70,12 @@ def test_token_counts_are_real_and_truncated(model: EmbeddingModel) -> None:
     assert encoded.tokens[1] == model.max_tokens == 256
 
 
+def test_token_ids_are_the_transformers_tokenizers(model: EmbeddingModel) -> None:
+    texts = [*TEXTS, "a text far longer than the model's 256 tokens " * 60]
+    expected = model.tokenizer(texts, truncation=True, max_length=model.max_tokens)["input_ids"]
+    assert [ids.tolist() for ids in model.tokenize(texts)] == expected
+
+
 def last_token_reference(folder: Path, texts: list[str]) -> np.ndarray:
     """Direct transformers: each text alone, unpadded, the last position's hidden state."""
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -122,6 +122,18 @@ def test_concurrent_callers_are_batched_and_match_the_reference(embedder: Embedd
         assert np.sum(vectors * expected, axis=1).min() >= 0.9999
 
 
+def test_packed_vectors_are_the_floats_bit_for_bit(embedder: Embedder) -> None:
+    with grpc.insecure_channel(embedder.address) as channel:
+        packed = pb_grpc.EmbedderServiceStub(channel).Embed(
+            pb.EmbedRequest(texts=TEXTS[:5], encoding=pb.VECTOR_ENCODING_PACKED_F32), timeout=60
+        )
+    floats = embedder.embed(TEXTS[:5])
+    assert (packed.dimension, floats.dimension, len(packed.embeddings)) == (384, 384, 0)
+    assert floats.packed == b""
+    vectors = np.frombuffer(packed.packed, dtype="<f4").reshape(5, 384)
+    assert np.array_equal(vectors, np.array([e.values for e in floats.embeddings], np.float32))
+
+
 def test_a_very_long_text_is_truncated_not_refused(embedder: Embedder) -> None:
     reply = embedder.embed(["word " * 20_000, "short"])  # 100k characters
     assert reply.prompt_tokens == 256 + 3  # its published max_seq_length

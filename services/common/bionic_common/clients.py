@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import grpc
+import numpy as np
 
 from bionic.embedder.v1 import embedder_pb2 as epb
 from bionic.embedder.v1 import embedder_pb2_grpc as epb_grpc
@@ -73,13 +74,14 @@ class EmbedderClient:
         self, texts: list[str], kind: EmbedKind, timeout: float | None = None
     ) -> Embeddings:
         reply = await self._stub.Embed(
-            epb.EmbedRequest(texts=texts, kind=KIND_TO_PB[kind]),
+            epb.EmbedRequest(
+                texts=texts, kind=KIND_TO_PB[kind], encoding=epb.VECTOR_ENCODING_PACKED_F32
+            ),
             timeout=timeout,
             wait_for_ready=True,
         )
-        return Embeddings(
-            vectors=[list(e.values) for e in reply.embeddings], tokens=reply.prompt_tokens
-        )
+        vectors = np.frombuffer(reply.packed, dtype="<f4").reshape(len(texts), reply.dimension)
+        return Embeddings(vectors=vectors.tolist(), tokens=reply.prompt_tokens)
 
     async def info(self, timeout: float | None = None) -> EmbedderInfo:
         reply = await self._stub.Info(epb.InfoRequest(), timeout=timeout, wait_for_ready=True)

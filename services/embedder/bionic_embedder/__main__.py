@@ -25,13 +25,12 @@ async def run(settings: EmbedderSettings) -> None:
     metrics = EmbedderMetrics(REGISTRY)
     metrics.describe(model)
     batcher = Batcher(
-        model.encode,
+        model,
         metrics,
         max_batch_size=settings.max_batch_size,
         max_batch_tokens=settings.max_batch_tokens,
         max_wait=settings.max_wait_ms / 1000,
         queue_size=settings.queue_size,
-        max_tokens_per_text=model.max_tokens,
     )
     batcher.start()
     server = new_server(settings.max_concurrent_rpcs)

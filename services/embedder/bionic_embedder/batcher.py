@@ -2,32 +2,37 @@
 
 Knobs (all bounded):
 * ``max_batch_size``   — texts per forward pass.
-* ``max_batch_tokens`` — padded size of a pass (texts x longest text, estimated from
-  characters before tokenization), so one long text does not pad a batch of short ones.
+* ``max_batch_tokens`` — padded size of a pass (texts x longest text, in tokens), so one
+  long text does not pad a batch of short ones.
 * ``max_wait``         — how long the first waiting text may hold the batch open for
   company when the model is idle. It waits only while fewer texts wait than the last pass
   took (so a lone caller runs at once), and while a pass runs the next batch fills for free.
 * ``queue_size``       — texts waiting in all; past it `QueueFull` is raised at once.
 
-Waiting texts are sorted by length before they are cut into batches, so a batch holds
-texts of similar length and pads little. A text whose caller went away (its future was
-cancelled) or whose deadline passed is dropped before inference.
+A caller's texts are tokenized on its own side (inline when short, on the tokenizer pool
+when long), so the inference thread only pads token ids and runs the model. That thread
+cuts batches itself and starts the next pass as soon as one ends; results go back to the
+event loop once per pass. Waiting texts are sorted by length before they are cut into
+batches, so a batch holds texts of similar length and pads little. A text whose caller
+went away (it was cancelled) or whose deadline passed is dropped before inference.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from bionic_embedder.metrics import EmbedderMetrics
-from bionic_embedder.model import Encoded
 
-CHARS_PER_TOKEN = 4  # planning estimate only; usage comes from the real tokenization
+# Requests with more characters than this are tokenized on the pool, not on the event loop.
+INLINE_TOKENIZE_CHARS = 4096
 
 
 class QueueFull(Exception):
@@ -38,24 +43,10 @@ class DeadlineExceeded(Exception):
     """The caller's deadline passed before its texts reached the model."""
 
 
-@dataclass(frozen=True, slots=True)
-class BatchTiming:
-    queue_s: float
-    inference_s: float
-    batch_size: int
+class Model(Protocol):
+    def tokenize(self, texts: list[str], query: bool) -> list[np.ndarray]: ...
 
-
-@dataclass(slots=True)
-class _Item:
-    text: str
-    query: bool
-    deadline: float | None
-    future: asyncio.Future[tuple[np.ndarray, int, BatchTiming]]
-    enqueued: float = field(default_factory=time.monotonic)
-
-    @property
-    def est_tokens(self) -> int:
-        return len(self.text) // CHARS_PER_TOKEN + 2
+    def forward(self, ids: Sequence[np.ndarray]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,147 +58,188 @@ class EmbedResult:
     batch_size: int
 
 
-Encoder = Callable[[list[str], bool], Encoded]
+@dataclass(slots=True, eq=False)
+class _Request:
+    """One caller's texts; its future resolves when the last of them is embedded."""
+
+    future: asyncio.Future[EmbedResult]
+    size: int
+    deadline: float | None
+    enqueued: float = field(default_factory=time.monotonic)
+    left: int = 0  # texts not embedded yet
+    vectors: np.ndarray | None = None
+    tokens: int = 0
+    queue_s: float = 0.0
+    inference_s: float = 0.0
+    batch_size: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Text:
+    request: _Request
+    row: int
+    ids: np.ndarray
 
 
 class Batcher:
     def __init__(
         self,
-        encode: Encoder,
+        model: Model,
         metrics: EmbedderMetrics,
         max_batch_size: int = 64,
         max_batch_tokens: int = 16384,
         max_wait: float = 0.002,
         queue_size: int = 4096,
-        max_tokens_per_text: int = 512,
     ) -> None:
-        self._encode = encode
+        self._model = model
         self._metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_wait = max_wait
         self.queue_size = queue_size
-        self._max_tokens_per_text = max_tokens_per_text
-        self._pending: list[_Item] = []
-        self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._task: asyncio.Task[None] | None = None
+        self._cond = threading.Condition()
+        self._pending: list[_Text] = []  # guarded by _cond, as are the two below
+        self._waiting = 0  # texts pending or being tokenized: what queue_size bounds
+        self._closed = False
         self._expected = 1  # texts the last pass took: how much company is worth waiting for
+        self._tokenizers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize")
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for item in self._pending:
-            item.future.cancel()
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        await asyncio.to_thread(self._thread.join)  # the pass in flight ends first
+        for text in self._pending:
+            text.request.future.cancel()
         self._pending.clear()
-        self._executor.shutdown(wait=True)
+        self._tokenizers.shutdown(wait=True)
 
     @property
     def depth(self) -> int:
-        return len(self._pending)
+        return self._waiting
 
     async def embed(
         self, texts: list[str], query: bool, deadline: float | None = None
     ) -> EmbedResult:
         """Embed `texts` (in order); `deadline` is a time.monotonic() instant."""
-        if len(self._pending) + len(texts) > self.queue_size:
-            self._metrics.rejected.labels("queue_full").inc()
-            raise QueueFull(f"embedder queue is full ({self.queue_size} texts)")
-        loop = asyncio.get_running_loop()
-        items = [_Item(t, query, deadline, loop.create_future()) for t in texts]
-        self._pending.extend(items)
-        self._metrics.queue_depth.set(len(self._pending))
-        self._wakeup.set()
+        if not texts:
+            return EmbedResult(np.zeros((0, 0), np.float32), 0, 0.0, 0.0, 0)
+        self._reserve(len(texts))
         try:
-            results = await asyncio.gather(*(i.future for i in items))
+            if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+                ids = self._model.tokenize(texts, query)
+            else:
+                loop = asyncio.get_running_loop()
+                ids = await loop.run_in_executor(
+                    self._tokenizers, self._model.tokenize, texts, query
+                )
+        except BaseException:
+            self._release(len(texts))
+            raise
+        request = _Request(asyncio.get_running_loop().create_future(), len(texts), deadline)
+        request.left = len(texts)
+        with self._cond:
+            self._pending.extend(_Text(request, row, i) for row, i in enumerate(ids))
+            self._cond.notify()
+        try:
+            return await request.future
         finally:
-            for item in items:  # the caller went away: drop what has not run yet
-                if not item.future.done():
-                    item.future.cancel()
-        vectors = np.stack([r[0] for r in results]) if results else np.zeros((0, 0), np.float32)
-        return EmbedResult(
-            vectors=vectors,
-            tokens=sum(r[1] for r in results),
-            queue_s=max(r[2].queue_s for r in results) if results else 0.0,
-            inference_s=max(r[2].inference_s for r in results) if results else 0.0,
-            batch_size=max(r[2].batch_size for r in results) if results else 0,
-        )
+            request.future.cancel()  # the caller went away: what has not run yet is dropped
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            await self._gather_company()
-            batch = self._take_batch()
-            if not batch:
-                continue
+    def _reserve(self, n: int) -> None:
+        with self._cond:
+            if self._waiting + n > self.queue_size:
+                self._metrics.rejected.labels("queue_full").inc()
+                raise QueueFull(f"embedder queue is full ({self.queue_size} texts)")
+            self._waiting += n
+            self._metrics.queue_depth.set(self._waiting)
+
+    def _release(self, n: int) -> None:
+        with self._cond:
+            self._waiting -= n
+            self._metrics.queue_depth.set(self._waiting)
+
+    # --- the inference thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self._loop is not None
+        while (batch := self._next_batch()) is not None:
             started = time.monotonic()
             try:
-                encoded = await loop.run_in_executor(
-                    self._executor, self._encode, [i.text for i in batch], batch[0].query
-                )
+                vectors = self._model.forward([t.ids for t in batch])
             except Exception as exc:  # a failed pass fails its callers, not the batcher
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                self._loop.call_soon_threadsafe(self._fail, batch, exc)
                 continue
             inference_s = time.monotonic() - started
             self._expected = len(batch)
-            self._record(batch, encoded, started, inference_s)
+            self._loop.call_soon_threadsafe(self._deliver, batch, vectors, started, inference_s)
+            self._observe(batch, started, inference_s)
 
-    async def _gather_company(self) -> None:
-        """Hold the door open for up to `max_wait` after the oldest text arrived, until as
-        many texts wait as the last pass took. A lone caller (last pass: one text) runs at
-        once, so light traffic pays no wait; under load the batch refills to its size."""
-        target = min(self._expected, self.max_batch_size)
-        while len(self._pending) < target:
-            remaining = self.max_wait - (time.monotonic() - self._pending[0].enqueued)
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+    def _next_batch(self) -> list[_Text] | None:
+        """Wait for texts, hold the door open for company, and cut the next batch."""
+        with self._cond:
+            while True:
+                while not self._closed and not self._live():
+                    self._cond.wait()
+                # Hold the door for up to `max_wait` after the oldest text arrived, until as
+                # many texts wait as the last pass took: a lone caller (last pass: one text)
+                # runs at once, so light traffic pays no wait; under load the batch refills.
+                target = min(self._expected, self.max_batch_size)
+                while not self._closed and len(self._pending) < target:
+                    waited = time.monotonic() - self._pending[0].request.enqueued
+                    if waited >= self.max_wait:
+                        break
+                    self._cond.wait(self.max_wait - waited)
+                if self._closed:
+                    return None
+                if self._live():  # again: callers may have gone while the door was open
+                    break
+            batch = self._take_batch()
+            self._waiting -= len(batch)
+            self._metrics.queue_depth.set(self._waiting)
+            return batch
 
-    def _take_batch(self) -> list[_Item]:
-        """Cut the next batch from the waiting texts: same kind, similar length, bounded."""
+    def _live(self) -> bool:
+        """Drop texts whose caller went away or whose deadline passed; any left?"""
         now = time.monotonic()
-        live: list[_Item] = []
-        for item in self._pending:
-            if item.future.done():
+        live = []
+        for text in self._pending:
+            request = text.request
+            if request.future.done():
                 continue
-            if item.deadline is not None and now > item.deadline:
-                self._metrics.rejected.labels("deadline").inc()
-                item.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+            if request.deadline is not None and now > request.deadline:
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._expire, request)
                 continue
-            live.append(item)
-        if not live:
-            self._pending = []
-            self._metrics.queue_depth.set(0)
-            return []
-        kind = live[0].query
-        same = sorted((i for i in live if i.query == kind), key=lambda i: len(i.text))
+            live.append(text)
+        self._waiting -= len(self._pending) - len(live)
+        self._pending = live
+        self._metrics.queue_depth.set(self._waiting)
+        return bool(live)
+
+    def _take_batch(self) -> list[_Text]:
+        """Cut the next batch from the waiting texts: similar length, bounded."""
+        pending = self._pending
+        by_length = sorted(pending, key=lambda t: len(t.ids))
         # Start from the oldest text's neighbourhood so nothing starves behind shorter ones.
-        oldest = live[0]
-        start = same.index(oldest)
-        batch: list[_Item] = []
+        oldest = pending[0]
+        start = by_length.index(oldest)
+        size = len(oldest.ids)
+        batch: list[_Text] = []
         longest = 0
         lo, hi = start, start  # grow a window [lo, hi) of similar lengths around it
-        while len(batch) < self.max_batch_size and (lo > 0 or hi < len(same)):
-            take_hi = hi < len(same) and (
-                lo == 0
-                or len(same[hi].text) - len(oldest.text)
-                <= len(oldest.text) - len(same[lo - 1].text)
+        while len(batch) < self.max_batch_size and (lo > 0 or hi < len(by_length)):
+            take_hi = hi < len(by_length) and (
+                lo == 0 or len(by_length[hi].ids) - size <= size - len(by_length[lo - 1].ids)
             )
-            candidate = same[hi] if take_hi else same[lo - 1]
-            tokens = min(candidate.est_tokens, self._max_tokens_per_text)
+            candidate = by_length[hi] if take_hi else by_length[lo - 1]
+            tokens = len(candidate.ids)
             if batch and max(longest, tokens) * (len(batch) + 1) > self.max_batch_tokens:
                 break
             longest = max(longest, tokens)
@@ -216,23 +248,48 @@ class Batcher:
                 hi += 1
             else:
                 lo -= 1
-        chosen = {id(i) for i in batch}
-        self._pending = [i for i in live if id(i) not in chosen]
-        self._metrics.queue_depth.set(len(self._pending))
+        chosen = set(map(id, batch))
+        self._pending = [t for t in pending if id(t) not in chosen]
         return batch
 
-    def _record(
-        self, batch: list[_Item], encoded: Encoded, started: float, inference_s: float
-    ) -> None:
+    def _observe(self, batch: list[_Text], started: float, inference_s: float) -> None:
         m = self._metrics
         m.batch_size.observe(len(batch))
         m.inference_seconds.observe(inference_s)
         m.texts.inc(len(batch))
-        m.tokens.inc(sum(encoded.tokens))
-        for item, vector, tokens in zip(batch, encoded.vectors, encoded.tokens, strict=True):
-            queue_s = started - item.enqueued
-            m.queue_seconds.observe(queue_s)
-            if not item.future.done():
-                item.future.set_result(
-                    (vector, tokens, BatchTiming(queue_s, inference_s, len(batch)))
+        m.tokens.inc(sum(len(t.ids) for t in batch))
+        for text in batch:
+            m.queue_seconds.observe(started - text.request.enqueued)
+
+    # --- back on the event loop ----------------------------------------------------------
+
+    def _deliver(
+        self, batch: list[_Text], vectors: np.ndarray, started: float, inference_s: float
+    ) -> None:
+        for text, vector in zip(batch, vectors, strict=True):
+            r = text.request
+            if r.future.done():
+                continue
+            if r.vectors is None:
+                r.vectors = np.empty((r.size, vectors.shape[1]), dtype=np.float32)
+            r.vectors[text.row] = vector
+            r.tokens += len(text.ids)
+            r.queue_s = max(r.queue_s, started - r.enqueued)
+            r.inference_s = max(r.inference_s, inference_s)
+            r.batch_size = max(r.batch_size, len(batch))
+            r.left -= 1
+            if r.left == 0:
+                r.future.set_result(
+                    EmbedResult(r.vectors, r.tokens, r.queue_s, r.inference_s, r.batch_size)
                 )
+
+    @staticmethod
+    def _fail(batch: list[_Text], exc: Exception) -> None:
+        for text in batch:
+            if not text.request.future.done():
+                text.request.future.set_exception(exc)
+
+    def _expire(self, request: _Request) -> None:
+        if not request.future.done():
+            self._metrics.rejected.labels("deadline").inc()
+            request.future.set_exception(DeadlineExceeded("deadline passed while queued"))

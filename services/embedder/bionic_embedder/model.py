@@ -6,11 +6,13 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 from transformers.utils.hub import cached_file
@@ -75,6 +77,8 @@ class EmbeddingModel:
         )
         padding_side = "left" if self.pooling == "last_token" else "right"
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side=padding_side, **load)
+        self._pad_left = padding_side == "left"
+        self._pad_id = int(self.tokenizer.pad_token_id or 0)  # masked out: any id will do
         self.model = AutoModel.from_pretrained(path, dtype=torch.float32, **load)
         self.model.eval()
         model_limit = min(
@@ -83,6 +87,12 @@ class EmbeddingModel:
             _sentence_transformers_limit(path, load),
         )
         self.max_tokens = min(settings.max_tokens or model_limit, model_limit)
+        # A copy of the fast tokenizer's Rust core, truncating and never padding: the
+        # batcher pads with the ids it has. Its own copy, as the transformers wrapper
+        # reconfigures its core on every call (unsafe from several threads).
+        self._tokenizer = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(self.max_tokens, direction=self.tokenizer.truncation_side)
         self.query_instruction = settings.query_instruction
         if self.query_instruction is None and self.pooling == "last_token":
             self.query_instruction = DEFAULT_QUERY_INSTRUCTION
@@ -125,17 +135,35 @@ class EmbeddingModel:
             log.warning("%s; served anyway because it is forced", message)
         return lowest
 
-    def encode(self, texts: list[str], query: bool = False) -> Encoded:
+    def tokenize(self, texts: list[str], query: bool = False) -> list[np.ndarray]:
+        """Each text's token ids, truncated to `max_tokens`. Safe from any thread; the
+        tokenizer's batch call releases the GIL, so it overlaps with a forward pass."""
         if query and self.query_instruction:
             texts = [self.query_instruction + t for t in texts]
-        batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        )
-        mask = batch["attention_mask"]
+        return [np.array(e.ids, dtype=np.int64) for e in self._tokenizer.encode_batch(texts)]
+
+    def forward(self, ids: Sequence[np.ndarray]) -> np.ndarray:
+        """Unit vectors (n, dim, float32) of tokenized texts, padded into one batch here."""
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        positions = np.arange(int(lengths.max()))
+        if self._pad_left:
+            real = positions >= (positions.size - lengths)[:, None]
+        else:
+            real = positions < lengths[:, None]
+        input_ids = np.full(real.shape, self._pad_id, dtype=np.int64)
+        input_ids[real] = np.concatenate(ids)  # row-major order matches either side
+        mask = torch.from_numpy(real.astype(np.int64))
         with torch.inference_mode():
-            hidden = self.model(**batch).last_hidden_state.float()
+            hidden = self.model(
+                input_ids=torch.from_numpy(input_ids), attention_mask=mask
+            ).last_hidden_state.float()
             pooled = torch.nn.functional.normalize(pool(hidden, mask, self.pooling), p=2, dim=1)
-        return Encoded(vectors=pooled.numpy(), tokens=mask.sum(dim=1).tolist())
+        vectors: np.ndarray = pooled.numpy()
+        return vectors
+
+    def encode(self, texts: list[str], query: bool = False) -> Encoded:
+        ids = self.tokenize(texts, query)
+        return Encoded(vectors=self.forward(ids), tokens=[len(i) for i in ids])
 
 
 def _sentence_transformers_limit(path: str, load: dict[str, Any]) -> int:

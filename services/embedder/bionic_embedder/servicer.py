@@ -70,15 +70,20 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except DeadlineExceeded as exc:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-        return pb.EmbedResponse(
-            embeddings=[pb.Embedding(values=v.tolist()) for v in result.vectors],
+        reply = pb.EmbedResponse(
             prompt_tokens=result.tokens,
+            dimension=result.vectors.shape[1],
             timing=pb.Timing(
                 queue_us=int(result.queue_s * 1e6),
                 inference_us=int(result.inference_s * 1e6),
                 batch_size=result.batch_size,
             ),
         )
+        if request.encoding == pb.VECTOR_ENCODING_PACKED_F32:
+            reply.packed = result.vectors.astype("<f4", copy=False).tobytes()
+        else:
+            reply.embeddings.extend(pb.Embedding(values=v) for v in result.vectors.tolist())
+        return reply
 
     async def Info(
         self, request: pb.InfoRequest, context: grpc.aio.ServicerContext
