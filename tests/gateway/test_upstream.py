@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 
 from bionic_gateway.config import GatewaySettings
@@ -81,3 +82,14 @@ async def test_a_streamed_body_is_never_sent_twice(closer: KeepAliveCloser) -> N
         await upstream.close()
     assert failed.value.status == 502
     assert len(closer.requests) == 2 and closer.connections == 1
+
+
+async def test_cookies_the_upstream_sets_are_not_kept_for_the_next_caller() -> None:
+    upstream = Upstream(GatewaySettings(upstream_base_url="http://upstream.test/v1"))
+    request = upstream.client.build_request("GET", upstream.url("models"))
+    answer = httpx.Response(
+        200, headers={"set-cookie": "session=tenant-a; Path=/"}, request=request
+    )
+    upstream.client.cookies.extract_cookies(answer)
+    assert not upstream.client.cookies
+    await upstream.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
@@ -74,6 +75,9 @@ class Upstream:
                 keepalive_expiry=settings.upstream_keepalive_expiry,
             ),
         )
+        # One client serves every tenant: a cookie the upstream set for one must never be
+        # sent for another.
+        self.client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
     def headers(self, caller: Caller | None = None) -> dict[str, str]:
         """The upstream's authorization: the server's key, or the caller's own in pass-through."""

@@ -8,7 +8,7 @@ trust the user's most recent statement.
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 from pathlib import Path
 
 from bionic_common.memory_types import Memory, Role
@@ -55,7 +55,7 @@ class MemoryPrompt:
         return cls(template or TEMPLATES[settings.prompt_language], settings.prompt_language)
 
     def line(self, memory: Memory) -> str:
-        when = dt.datetime.fromtimestamp(memory.created_at, dt.UTC).strftime("%Y-%m-%d %H:%M")
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(memory.created_at))
         text = " ".join(memory.text.split())
         return f"- [{when}] {self.speakers[memory.role]}: {text}"
 
