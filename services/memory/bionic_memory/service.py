@@ -65,6 +65,8 @@ SCAN_PAGE = 1000
 EXPORT_PAGE = 256
 NEXT_EXPIRIES = 5
 MAX_FACET = 1_000_000
+# A recall candidate's vector where the selection does not use it.
+NO_VECTOR = np.empty(0, dtype=np.float32)
 # Payload fields that are the store's business, not part of an exported memory.
 INTERNAL_FIELDS = ("op_keys",)
 
@@ -128,11 +130,13 @@ class MemoryService:
             hits = self._related(scope, text, vector, stored, params, now)
             if self._settings.archive:
                 hits = self._with_recognised(scope, text, vector, hits, params, now)
+            # Only the original selection clusters the candidates by their vectors.
+            clustered = self._settings.selection == "original"
             short_term = self._store.search(
                 self._where(scope, Tier.SHORT_TERM, now, alive=True),
                 vector,
                 params.short_term_candidates,
-                with_vector=True,
+                with_vector=clustered,
             )
             promoted = self._promote(hits, params, now, write=not dry_run)
         scored = {p.id: (p, s) for p, s in short_term}
@@ -140,7 +144,7 @@ class MemoryService:
         candidates = [
             Candidate(
                 item=point,
-                vector=np.asarray(point.vector, dtype=np.float32),
+                vector=np.asarray(point.vector, dtype=np.float32) if clustered else NO_VECTOR,
                 score=score,
                 strength=self._current(point.payload, now),
                 created_at=point.payload["created_at"],
@@ -222,7 +226,7 @@ class MemoryService:
         ]
         copy_ids = [short_term_id(point.id) for point, _ in hits]
         existing = {p.id: p for p in self._store.retrieve(copy_ids)}
-        promoted = []
+        promoted, copies = [], []
         for (hit, score), share, copy_id in zip(hits, shares, copy_ids, strict=True):
             copy = existing.get(copy_id)
             if copy is not None and copy.payload["expires_at"] >= now:
@@ -238,11 +242,12 @@ class MemoryService:
                 payload.update(tier=Tier.SHORT_TERM.value, strength=1.0, updated_at=now)
                 payload.update(self._expiries(payload))
                 after = Point(copy_id, payload, hit.vector)
-                if write:
-                    self._store.upsert([after])
+                copies.append(after)
             if write:
                 self._store.set_payload(hit.id, self._reinforced(hit.payload, share, now))
             promoted.append((after, score))
+        if write:
+            self._store.upsert(copies)
         return promoted
 
     def remember(
@@ -536,7 +541,8 @@ class MemoryService:
                 rehomed_id(scope, i) if i in owners and not self._owns(scope, owners[i]) else i
                 for i in wanted
             ]
-            owners.update((p.id, p.payload) for p in self._store.retrieve(ids))
+            rehomed = [i for i, w in zip(ids, wanted, strict=True) if i != w]
+            owners.update((p.id, p.payload) for p in self._store.retrieve(rehomed))
             points = {}
             for memory_id, item in zip(ids, items, strict=True):
                 if memory_id not in owners:
