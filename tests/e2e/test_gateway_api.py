@@ -37,6 +37,7 @@ NODE_DIR = Path(__file__).parent / "node"
 UPSTREAM_KEY = "sk-upstream-secret-7f3a"
 UPSTREAM_TIMEOUT = 3.0
 MAX_BODY = 1 << 20
+HISTORY_MESSAGES = 3  # client messages sent on besides the system ones, with memories
 FACT = "My name is Achen and I love jasmine tea."
 QUESTION = "What do I like to drink?"
 
@@ -85,6 +86,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Gat
             # Generous: a loaded 2-core machine must not turn recall tests into degraded ones.
             "BIONIC_GATEWAY_MEMORY_DEADLINE": "3",
             "BIONIC_GATEWAY_MAX_BODY_BYTES": str(MAX_BODY),
+            "BIONIC_GATEWAY_HISTORY_MESSAGES": str(HISTORY_MESSAGES),
             # Import keeps timestamps: admin keys only (tests/security checks the refusal).
             "BIONIC_GATEWAY_ADMIN_KEYS": json.dumps(["sk-rest", "sk-tenant-b"]),
         },
@@ -194,6 +196,33 @@ def test_tool_calls_pass_through(gw: Gateway, stream: bool) -> None:
     ]
     c.chat.completions.create(model="recorder", messages=follow_up, tools=tools)
     assert user_messages(gw.sent()) == follow_up
+
+
+def test_with_memories_only_the_last_messages_go_upstream(gw: Gateway) -> None:
+    c = gw.client("sk-history")
+    c.chat.completions.create(
+        model="recorder",
+        messages=[{"role": "user", "content": "My boat is called Wren."}],
+        user="h1",
+    )
+    conversation: Any = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Plan a sail."},
+        {"role": "assistant", "content": "Where to?"},
+        {"role": "user", "content": "Weather in Hangzhou first."},
+        {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
+        {"role": "tool", "tool_call_id": TOOL_CALL["id"], "content": "sunny, 24°C"},
+        {"role": "assistant", "content": "Sunny."},
+        {"role": "user", "content": "What is my boat called?"},
+    ]
+    reply = c.chat.completions.with_raw_response.create(
+        model="recorder", messages=conversation, user="h1"
+    )
+    assert reply.headers["x-bionic-memory"] != "recalled=0"
+    sent = gw.sent()["messages"]
+    assert sent[0] == conversation[0] and "Wren" in sent[1]["content"]
+    # The last three, reaching back to the call of the tool result at the cut.
+    assert sent[2:] == conversation[4:]
 
 
 @pytest.mark.parametrize("status", [401, 404, 429, 500])

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from bionic_common.memory_types import Memory, Role, Scope, Tier
 from bionic_gateway.app import create_app
 from bionic_gateway.auth import TenantResolver, load_keys
-from bionic_gateway.chat.prompt import MemoryPrompt
+from bionic_gateway.chat.prompt import MemoryPrompt, recent
 from bionic_gateway.config import GatewaySettings
 from tests.support.ports import free_port
 from tests.support.recording_upstream import REPLY, RecordingUpstream
@@ -216,3 +216,56 @@ def test_prompt_templates_english_chinese_and_custom(
     assert [injected[0], *injected[2:]] == messages and custom.inject(messages, []) == messages
     with pytest.raises(ValueError, match="memories"):
         MemoryPrompt.from_settings(settings(upstream, prompt_template="no placeholder"))
+
+
+def said(role: str, text: str, **extra: object) -> dict[str, object]:
+    return {"role": role, "content": text, **extra}
+
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+CONVERSATION = [
+    said("system", "Be brief."),
+    said("user", "u1"),
+    said("assistant", "a1"),
+    said("user", "u2"),
+    said("assistant", None, tool_calls=[CALL]),  # type: ignore[arg-type]
+    said("tool", "r1", tool_call_id="call_1"),
+    said("tool", "r2", tool_call_id="call_1"),
+    said("developer", "Answer in French."),
+    said("assistant", "a2"),
+    said("user", "u3"),
+]
+
+
+@pytest.mark.parametrize(
+    ("keep", "kept"),
+    [
+        (1, ["Be brief.", "Answer in French.", "u3"]),
+        (2, ["Be brief.", "Answer in French.", "a2", "u3"]),
+        # A cut at a tool result reaches back to the call, past the other result.
+        (3, ["Be brief.", None, "r1", "r2", "Answer in French.", "a2", "u3"]),
+        (5, ["Be brief.", None, "r1", "r2", "Answer in French.", "a2", "u3"]),
+        (6, ["Be brief.", "u2", None, "r1", "r2", "Answer in French.", "a2", "u3"]),
+        (20, [m["content"] for m in CONVERSATION]),
+    ],
+)
+def test_recent_keeps_system_messages_and_whole_tool_calls(keep: int, kept: list[object]) -> None:
+    assert [m["content"] for m in recent(CONVERSATION, keep)] == kept
+
+
+def test_recent_never_drops_the_latest_user_message() -> None:
+    tail = [said("user", "u1"), said("assistant", None, tool_calls=[CALL]),  # type: ignore[arg-type]
+            said("tool", "r1", tool_call_id="call_1")]  # fmt: skip
+    assert recent([said("user", "u0"), said("assistant", "a0"), *tail], 1) == tail
+
+
+def test_history_is_cut_only_when_memories_are_injected(upstream: RecordingUpstream) -> None:
+    prompt = MemoryPrompt.from_settings(settings(upstream, history_messages=2))
+    assert prompt.inject(CONVERSATION, []) == CONVERSATION
+    assert [m["content"] for m in prompt.inject(CONVERSATION, [MEMORY])] == [
+        "Be brief.",
+        "Answer in French.",  # now leading: the memories come after it
+        prompt.message([MEMORY])["content"],  # type: ignore[index]
+        "a2",
+        "u3",
+    ]

@@ -71,6 +71,13 @@ class GatewaySettings(BaseSettings):
     prompt_template_file: str | None = Field(
         None, description="A file holding the memory system prompt (see prompt_template)"
     )
+    history_messages: int = Field(
+        0,
+        ge=0,
+        description="With recalled memories, send only the last N client messages besides "
+        "the system ones (never without the latest user message, never a tool result "
+        "without its call); 0 = the whole conversation",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description='Origins allowed by CORS, JSON list; ["*"] = any'
     )

@@ -4,6 +4,10 @@ The template is configurable (a string or a file, with a `{memories}` placeholde
 defaults, in English and Chinese, keep the original system's instructions: do not invent
 facts that are in neither the memories nor the conversation, and when memories disagree
 trust the user's most recent statement.
+
+With memories in the prompt the conversation can be cut short: `history_messages` keeps
+only the last few client messages besides the system ones, the latest user message always,
+and a tool result never without the assistant message that called the tool.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ TEMPLATES = {
         "记忆之间相互矛盾时，以用户最近的说法为准。"
     ),
 }
+INSTRUCTION_ROLES = ("system", "developer")
+TOOL_RESULT_ROLES = ("tool", "function")
 SPEAKERS = {
     "en": {Role.USER: "user", Role.ASSISTANT: "assistant"},
     "zh": {Role.USER: "用户", Role.ASSISTANT: "助手"},
@@ -41,18 +47,23 @@ SPEAKERS = {
 class MemoryPrompt:
     """Renders recalled memories into one system message and places it in a conversation."""
 
-    def __init__(self, template: str, language: str = "en") -> None:
+    def __init__(self, template: str, language: str = "en", history_messages: int = 0) -> None:
         if "{memories}" not in template:
             raise ValueError("the memory prompt template must contain {memories}")
         self.template = template
         self.speakers = SPEAKERS[language]
+        self.history_messages = history_messages
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> MemoryPrompt:
         template = settings.prompt_template
         if settings.prompt_template_file:
             template = Path(settings.prompt_template_file).read_text(encoding="utf-8")
-        return cls(template or TEMPLATES[settings.prompt_language], settings.prompt_language)
+        return cls(
+            template or TEMPLATES[settings.prompt_language],
+            settings.prompt_language,
+            settings.history_messages,
+        )
 
     def line(self, memory: Memory) -> str:
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(memory.created_at))
@@ -68,11 +79,28 @@ class MemoryPrompt:
     def inject(
         self, messages: list[dict[str, object]], memories: list[Memory]
     ) -> list[dict[str, object]]:
-        """The client's messages with the memory message after its leading system messages."""
+        """The client's messages with the memory message after its leading system messages,
+        and the conversation cut to `history_messages` when that is set."""
         extra = self.message(memories)
         if extra is None:
             return messages
+        if self.history_messages:
+            messages = recent(messages, self.history_messages)
         at = 0
-        while at < len(messages) and messages[at].get("role") in ("system", "developer"):
+        while at < len(messages) and messages[at].get("role") in INSTRUCTION_ROLES:
             at += 1
         return [*messages[:at], extra, *messages[at:]]
+
+
+def recent(messages: list[dict[str, object]], keep: int) -> list[dict[str, object]]:
+    """The system messages and the last `keep` others, reaching back further for the latest
+    user message and for the call of a tool result at the cut."""
+    talk = [i for i, m in enumerate(messages) if m.get("role") not in INSTRUCTION_ROLES]
+    start = max(len(talk) - keep, 0)
+    users = [n for n, i in enumerate(talk) if messages[i].get("role") == "user"]
+    if users:
+        start = min(start, users[-1])
+    while start > 0 and messages[talk[start]].get("role") in TOOL_RESULT_ROLES:
+        start -= 1
+    dropped = set(talk[:start])
+    return [m for i, m in enumerate(messages) if i not in dropped]
