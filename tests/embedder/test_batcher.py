@@ -88,6 +88,19 @@ async def test_max_batch_tokens_bounds_padding() -> None:
     assert max(len(b) for b in model.batches) == 2
 
 
+async def test_short_and_long_texts_waiting_together_get_passes_of_their_own() -> None:
+    model = RecordingModel(delay=0.05)
+    batcher = make(model, max_batch_size=64, pass_overhead_tokens=128, max_wait=0.01)
+    busy = asyncio.create_task(batcher.embed(["keeps the model busy"], query=False))
+    await asyncio.sleep(0.01)
+    texts = [("s" if i % 2 else "l") * (10 if i % 2 else 100) for i in range(20)]
+    await asyncio.gather(*(batcher.embed([t], query=False) for t in texts))
+    await busy
+    await batcher.close()
+    # one pass of 20 would pad the ten short texts to 100 tokens each
+    assert sorted(sorted(set(b)) for b in model.batches[1:]) == [["l" * 100], ["s" * 10]]
+
+
 async def test_a_full_queue_refuses_at_once() -> None:
     model = RecordingModel(delay=0.2)
     batcher = make(model, queue_size=4, max_batch_size=1)

@@ -31,6 +31,7 @@ async def run(settings: EmbedderSettings) -> None:
         max_batch_tokens=settings.max_batch_tokens,
         max_wait=settings.max_wait_ms / 1000,
         queue_size=settings.queue_size,
+        pass_overhead_tokens=settings.pass_overhead_tokens,
     )
     batcher.start()
     server = new_server(settings.max_concurrent_rpcs)

@@ -8,6 +8,9 @@ Knobs (all bounded):
   company when the model is idle. It waits only while fewer texts wait than the last pass
   took (so a lone caller runs at once), and while a pass runs the next batch fills for free.
 * ``queue_size``       — texts waiting in all; past it `QueueFull` is raised at once.
+* ``pass_overhead_tokens`` — the fixed cost of a forward pass, in padded tokens. A batch
+  stops growing where the padding a longer text adds costs more than another pass: low
+  values cut many tight batches, high values few padded ones.
 
 A caller's texts are tokenized on its own side (inline when short, on the tokenizer pool
 when long), so the inference thread only pads token ids and runs the model. That thread
@@ -90,6 +93,7 @@ class Batcher:
         max_batch_tokens: int = 16384,
         max_wait: float = 0.002,
         queue_size: int = 4096,
+        pass_overhead_tokens: int = 128,
     ) -> None:
         self._model = model
         self._metrics = metrics
@@ -97,6 +101,7 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_wait = max_wait
         self.queue_size = queue_size
+        self.pass_overhead_tokens = pass_overhead_tokens
         self._cond = threading.Condition()
         self._pending: list[_Text] = []  # guarded by _cond, as are the two below
         self._waiting = 0  # texts pending or being tokenized: what queue_size bounds
@@ -224,30 +229,40 @@ class Batcher:
         return bool(live)
 
     def _take_batch(self) -> list[_Text]:
-        """Cut the next batch from the waiting texts: similar length, bounded."""
+        """Cut the next batch from the waiting texts: similar length, bounded, and as
+        large as pays: texts join in order of length around the oldest, and the batch is
+        the prefix of that order with the most real tokens per padded token, counting each
+        pass's fixed cost as `pass_overhead_tokens`."""
         pending = self._pending
         by_length = sorted(pending, key=lambda t: len(t.ids))
         # Start from the oldest text's neighbourhood so nothing starves behind shorter ones.
         oldest = pending[0]
         start = by_length.index(oldest)
         size = len(oldest.ids)
-        batch: list[_Text] = []
-        longest = 0
+        order: list[_Text] = []
+        longest = real = 0
+        best, best_value = 0, -1.0
         lo, hi = start, start  # grow a window [lo, hi) of similar lengths around it
-        while len(batch) < self.max_batch_size and (lo > 0 or hi < len(by_length)):
+        while len(order) < self.max_batch_size and (lo > 0 or hi < len(by_length)):
             take_hi = hi < len(by_length) and (
                 lo == 0 or len(by_length[hi].ids) - size <= size - len(by_length[lo - 1].ids)
             )
             candidate = by_length[hi] if take_hi else by_length[lo - 1]
             tokens = len(candidate.ids)
-            if batch and max(longest, tokens) * (len(batch) + 1) > self.max_batch_tokens:
+            padded = max(longest, tokens) * (len(order) + 1)
+            if order and padded > self.max_batch_tokens:
                 break
             longest = max(longest, tokens)
-            batch.append(candidate)
+            real += tokens
+            order.append(candidate)
+            value = real / (self.pass_overhead_tokens + padded)
+            if value >= best_value:
+                best, best_value = len(order), value
             if take_hi:
                 hi += 1
             else:
                 lo -= 1
+        batch = order[:best]
         chosen = set(map(id, batch))
         self._pending = [t for t in pending if id(t) not in chosen]
         return batch

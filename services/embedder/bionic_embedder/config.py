@@ -57,6 +57,12 @@ class EmbedderSettings(BaseSettings):
     max_batch_tokens: int = Field(
         16384, ge=1, description="Padded tokens per forward pass (batch size x longest text)"
     )
+    pass_overhead_tokens: int = Field(
+        128,
+        ge=0,
+        description="A forward pass's fixed cost in padded tokens: a batch stops growing "
+        "where padding for a longer text would cost more than another pass",
+    )
     max_wait_ms: float = Field(
         2.0, ge=0, description="How long a lone text waits for company before it runs"
     )
