@@ -174,3 +174,20 @@ def test_the_archive_and_prune_follow_the_closed_form(
     assert pruned.forgotten_long_term == 0
     assert set(after_prune) == set(model) - gone
     assert {t for t, tier in after_prune.items() if tier == Tier.ARCHIVE} == archived - gone
+
+
+def test_a_merged_memory_keeps_cooling_as_slowly_as_its_members(store: EdgeStore) -> None:
+    svc = service(store, salience_gain=0.0)
+    old, _ = svc.remember(ALICE, Role.USER, "I love tea", vec(1, 0), now=T0)
+    young, _ = svc.remember(ALICE, Role.USER, "I really love tea", vec(1, 0.01), now=T0 + 40 * DAY)
+    now = T0 + 60 * DAY
+    result = svc.merge(ALICE, old.id, [young.id], now=now)
+    assert result.current_strength <= (
+        svc.get(ALICE, old.id, now=now).current_strength + young.strength
+    )
+    later = now + 200 * DAY
+    law = tier_laws(MemorySettings())[Tier.LONG_TERM]
+    both = law.strength(1.0, T0, later) + law.strength(1.0, T0 + 40 * DAY, later)
+    assert svc.get(ALICE, old.id, now=later).current_strength == pytest.approx(both, rel=1e-3)
+    assert old.expires_at is not None and young.expires_at is not None
+    assert result.expires_at is not None and result.expires_at > young.expires_at

@@ -21,6 +21,7 @@ from bionic_memory.forgetting import (
     fit_multi_exponential,
     fit_power_law,
     log_rmse,
+    merged,
     reinforced,
     tier_laws,
 )
@@ -156,3 +157,28 @@ def test_reinforcing_on_the_original_exponential_restarts_its_curve() -> None:
         assert kept.strength(s, origin, later) == pytest.approx(
             kept.strength(2.0, 0.0, later) + kept.strength(1.0, 10 * DAY, later)
         )
+
+
+def test_merging_on_a_fitted_curve_keeps_the_oldest_age_and_every_traces_tail() -> None:
+    law = Forgetting(FIT, 0.1)
+    traces = [(2.0, 10 * DAY), (1.0, 0.0), (1.5, 30 * DAY)]
+    s, origin = merged(law, traces, 45 * DAY)
+    assert origin == 0.0
+    assert s == pytest.approx(sum(a * math.exp(min(FIT.rates) * t0) for a, t0 in traces))
+    for later in (45 * DAY, 90 * DAY, 400 * DAY):
+        both = sum(law.strength(a, t0, later) for a, t0 in traces)
+        assert law.strength(s, origin, later) <= both * (1 + 1e-12)  # young fast parts go
+        if later - 30 * DAY > 40 * DAY:  # and once they are gone it is exactly the sum
+            assert law.strength(s, origin, later) == pytest.approx(both, rel=1e-3)
+    # restarting at 45 days would have lost most of it within a week
+    restarted = Forgetting(FIT, 0.1).strength(
+        sum(law.strength(a, t0, 45 * DAY) for a, t0 in traces), 45 * DAY, 52 * DAY
+    )
+    assert law.strength(s, origin, 52 * DAY) > 1.5 * restarted
+
+
+def test_merging_on_the_original_exponential_is_the_sum_now() -> None:
+    traces = [(2.0, 0.0), (1.0, 5 * DAY)]
+    s, origin = merged(LONG_TERM, traces, 10 * DAY)
+    assert origin == 10 * DAY
+    assert s == pytest.approx(sum(LONG_TERM.strength(a, t0, 10 * DAY) for a, t0 in traces))

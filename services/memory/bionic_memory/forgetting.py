@@ -285,3 +285,20 @@ def reinforced(law: Law, s: float, t0: float, now: float, amount: float) -> tupl
     if curve is not None and not isinstance(curve, Exponential):
         return s + amount * curve.tail_gain(now - t0), t0
     return law.strength(s, t0, now) + amount, now
+
+
+def merged(law: Law, traces: Sequence[tuple[float, float]], now: float) -> tuple[float, float]:
+    """Strength and origin `(s', t0')` of one memory standing for the traces `(s, t0)`.
+
+    Their strengths add up. A single exponential is memoryless: `(Σ s(now), now)` is exactly
+    the sum of the traces from then on (the original rule). A fitted curve restarted at
+    `now` would put the merged memory back onto its steep early part, so that merging old
+    memories made them expire sooner; instead the merged memory takes the oldest origin
+    and each trace adds `s * tail_gain(t0 - oldest)`: the oldest trace exactly, every
+    younger one exactly in the slow tail (its fast part, gone within days, is not carried,
+    as in `reinforced`)."""
+    curve = law.curve if isinstance(law, Forgetting) else None
+    if curve is not None and not isinstance(curve, Exponential):
+        origin = min(t0 for _, t0 in traces)
+        return sum(s * curve.tail_gain(t0 - origin) for s, t0 in traces), origin
+    return sum(law.strength(s, t0, now) for s, t0 in traces), now

@@ -30,7 +30,7 @@ from bionic_common.memory_types import (
 from bionic_memory.clusters import near_duplicate_groups
 from bionic_memory.config import MemorySettings
 from bionic_memory.errors import InvalidArgument, NotFound
-from bionic_memory.forgetting import reinforced, tier_laws
+from bionic_memory.forgetting import merged, reinforced, tier_laws
 from bionic_memory.recall import (
     Candidate,
     RecallParams,
@@ -433,7 +433,9 @@ class MemoryService:
     ) -> Memory:
         """Edit the text (with its new vector), pin or unpin, merge metadata (a None value
         removes a key). A pinned memory neither cools nor expires; unpinning starts it
-        cooling from its strength at that moment."""
+        cooling from its strength at that moment, as a fresh memory of that strength: on a
+        fitted curve that is its steep early part (unlike a reinforcement or a merge, which
+        keep an old memory's age), because letting go of a pin starts forgetting anew."""
         self._check.scope(scope)
         self._check.memory_id(memory_id)
         if text is not None:
@@ -674,9 +676,10 @@ class MemoryService:
     def merge(
         self, scope: Scope, representative_id: str, member_ids: Sequence[str], now: float = 0.0
     ) -> Memory:
-        """Merge members into the representative: the strengths add up (as of `now`), the
-        metadata is the union (the representative's wins), the source ids accumulate, and
-        the members are deleted. Members already gone are skipped."""
+        """Merge members into the representative: the strengths add up (as of `now`, and
+        on a fitted curve from the oldest origin on: forgetting.merged), the metadata is
+        the union (the representative's wins), the source ids accumulate, and the members
+        are deleted. Members already gone are skipped."""
         self._check.scope(scope)
         self._check.memory_id(representative_id)
         for member_id in member_ids:
@@ -698,10 +701,20 @@ class MemoryService:
             for member in members:
                 metadata.update(member.payload.get("metadata", {}))
                 sources += [member.id, *member.payload.get("source_ids", [])]
+            everyone = [point, *members]
+            pinned = any(p.payload["pinned"] for p in everyone)
+            if pinned:  # no cooling: the strengths as they are, cooling from `now` if unpinned
+                strength, origin = sum(self._current(p.payload, now) for p in everyone), now
+            else:
+                strength, origin = merged(
+                    self._cooling[Tier(payload["tier"])],
+                    [(p.payload["strength"], p.payload["updated_at"]) for p in everyone],
+                    now,
+                )
             payload.update(
-                strength=sum(self._current(p.payload, now) for p in [point, *members]),
-                updated_at=now,
-                pinned=any(p.payload["pinned"] for p in [point, *members]),
+                strength=strength,
+                updated_at=origin,
+                pinned=pinned,
                 metadata={**metadata, **payload.get("metadata", {})},
                 source_ids=list(dict.fromkeys(sources)),
             )
