@@ -58,7 +58,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         upstream = Upstream(settings)
         queue = TaskQueue(settings.broker_url, metrics, settings.max_pending_tasks)
         recaller = Recaller(
-            embedder, memory, metrics, settings.memory_deadline, settings.recall_limit
+            embedder,
+            memory,
+            metrics,
+            settings.memory_deadline,
+            settings.recall_limit,
+            late_timeout=settings.memory_timeout,
         )
         app.state.embeddings = EmbeddingsService(embedder, settings.upstream_timeout)
         app.state.services = Services(

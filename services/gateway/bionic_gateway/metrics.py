@@ -36,6 +36,13 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        self.late_recalls = Counter(
+            "bionic_gateway_late_recalls",
+            "Storing Recalls that outlived the memory deadline, by how they ended: stored (the "
+            "turn's message is in memory after all) or failed (it is queued for the worker)",
+            ["outcome"],
+            registry=registry,
+        )
         self.queued = Counter(
             "bionic_gateway_tasks_queued",
             "Tasks handed to the worker, by task and outcome (queued, failed)",

@@ -1,8 +1,11 @@
 """Recall for a chat turn: embed the user's words and ask the memory service, in time.
 
 Chat uses `turn`, which never fails: past the deadline, or with the embedder or memory
-service down, the turn goes on without memory and says so. The recall preview of the
-memory API uses `fetch`, which is the same call without storing and with errors raised.
+service down, the turn goes on without memory and says so. A Recall that was sent goes on
+past the deadline (up to `late_timeout`), so that the message it stores is queued for the
+worker only when the Recall failed, never stored twice because it was merely slow. The
+recall preview of the memory API uses `fetch`, which is the same call without storing and
+with errors raised.
 """
 
 from __future__ import annotations
@@ -10,18 +13,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import grpc
 
 from bionic_common.clients import EmbedderClient, MemoryClient
-from bionic_common.memory_types import Memory, Scope
+from bionic_common.memory_types import Memory, Recall, Scope
 from bionic_gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
 MemoryMode = Literal["on", "read_only", "off"]
+MAX_LATE_RECALLS = 256  # Recalls past the deadline awaited for their store at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,20 @@ class TurnMemory:
     degraded: str | None = None  # why memory was skipped: timeout or a gRPC status
     embed_seconds: float = 0.0
     recall_seconds: float = 0.0
+    late: asyncio.Task[Recall] | None = None  # a Recall still running past the deadline
+
+    def when_not_stored(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this degraded turn's message is known not to be in memory:
+        at once, or when its late Recall fails (not when it succeeds: it stored it)."""
+        if self.late is None:
+            callback()
+            return
+
+        def settled(late: asyncio.Task[Recall]) -> None:
+            if late.cancelled() or late.exception() is not None:
+                callback()
+
+        self.late.add_done_callback(settled)
 
     @property
     def outcome(self) -> str:
@@ -75,12 +94,15 @@ class Recaller:
         metrics: GatewayMetrics,
         deadline: float,
         default_limit: int,
+        late_timeout: float,
     ) -> None:
         self._embedder = embedder
         self._memory = memory
         self._metrics = metrics
         self._deadline = deadline
         self._default_limit = default_limit
+        self._late_timeout = late_timeout
+        self._late: set[asyncio.Task[Recall]] = set()  # Recalls past the deadline
 
     async def fetch(
         self,
@@ -94,37 +116,88 @@ class Recaller:
         started = time.perf_counter()
         embedded = await self._embedder.embed([text], "query", timeout=timeout)
         embedded_at = time.perf_counter()
-        recall = await self._memory.recall(
+        recall = await self._recall(
             scope,
             text,
             embedded.vectors[0],
-            limit=controls.recall_limit or self._default_limit,
-            metadata=metadata,
-            dry_run=controls.mode != "on",
-            timeout=max(timeout - (embedded_at - started), 0.001),
+            controls,
+            metadata,
+            max(timeout - (embedded_at - started), 0.001),
         )
         return Recalled(recall.memories, embedded_at - started, time.perf_counter() - embedded_at)
 
     async def turn(
         self, scope: Scope, text: str, controls: Controls, request_id: str
     ) -> TurnMemory:
-        """Recall for a chat turn within the deadline; never raises for memory trouble."""
+        """Recall for a chat turn within the deadline; never raises for memory trouble.
+
+        A Recall still running at the deadline is not cancelled when it stores the message:
+        it may be about to, and the turn's `when_not_stored` must know whether it did.
+        """
         turn = TurnMemory(scope, controls)
         if controls.mode == "off" or not text.strip():
             return turn
+        started = time.perf_counter()
+        recall: asyncio.Task[Recall] | None = None
         try:
             async with asyncio.timeout(self._deadline):
-                found = await self.fetch(
-                    scope, text, controls, self._deadline, {"request_id": request_id}
+                embedded = await self._embedder.embed([text], "query", timeout=self._deadline)
+                embedded_at = time.perf_counter()
+                recall = asyncio.ensure_future(
+                    self._recall(
+                        scope,
+                        text,
+                        embedded.vectors[0],
+                        controls,
+                        {"request_id": request_id},
+                        self._late_timeout,
+                    )
                 )
+                found = await asyncio.shield(recall)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             reason = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
             log.warning("memory unavailable (%s): answering without it", reason)
             self._metrics.degraded.labels(reason).inc()
             turn.degraded = reason
+            if recall is not None and not recall.done():
+                self._outlive(recall, turn)
             return turn
         turn.recalled = found.memories
-        turn.embed_seconds, turn.recall_seconds = found.embed_seconds, found.recall_seconds
-        self._metrics.stage_seconds.labels("embed").observe(found.embed_seconds)
-        self._metrics.stage_seconds.labels("recall").observe(found.recall_seconds)
+        turn.embed_seconds = embedded_at - started
+        turn.recall_seconds = time.perf_counter() - embedded_at
+        self._metrics.stage_seconds.labels("embed").observe(turn.embed_seconds)
+        self._metrics.stage_seconds.labels("recall").observe(turn.recall_seconds)
         return turn
+
+    def _outlive(self, recall: asyncio.Task[Recall], turn: TurnMemory) -> None:
+        """Let a Recall past the deadline finish, if it stores and there is room."""
+        if not turn.stores or len(self._late) >= MAX_LATE_RECALLS:
+            recall.cancel()  # a storing one is then queued at once: it may be stored twice
+            return
+        self._late.add(recall)
+        recall.add_done_callback(self._settled)
+        turn.late = recall
+
+    def _settled(self, recall: asyncio.Task[Recall]) -> None:
+        self._late.discard(recall)
+        failed = recall.cancelled() or recall.exception() is not None
+        self._metrics.late_recalls.labels("failed" if failed else "stored").inc()
+
+    async def _recall(
+        self,
+        scope: Scope,
+        text: str,
+        vector: list[float],
+        controls: Controls,
+        metadata: dict[str, str] | None,
+        timeout: float,
+    ) -> Recall:
+        return await self._memory.recall(
+            scope,
+            text,
+            vector,
+            limit=controls.recall_limit or self._default_limit,
+            metadata=metadata,
+            dry_run=controls.mode != "on",
+            timeout=timeout,
+        )

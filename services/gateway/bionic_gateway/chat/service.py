@@ -89,7 +89,10 @@ class ChatService:
         text = request.last_user_text()
         turn = await self._recaller.turn(scope, text, request.controls(headers), request_id)
         if turn.degraded and turn.stores:  # the store recall would have done, for later
-            self._queue.remember_turn(scope, text, request_id, time.time())
+            said_at = time.time()
+            turn.when_not_stored(
+                lambda: self._queue.remember_turn(scope, text, request_id, said_at)
+            )
         upstream_body = {k: v for k, v in body.items() if k not in OWN_FIELDS}
         upstream_body["messages"] = self._prompt.inject(body["messages"], turn.recalled)
 
