@@ -4,16 +4,18 @@ service's resident memory and open file descriptors."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import openai
 
 from bionic_launcher.stack import Stack
-from tests.support.recording_upstream import REPLY
+from tests.support.recording_upstream import REPLY, echo_reply
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     acknowledged: dict[str, list[str]] = field(default_factory=dict)  # user -> texts
+    memory: Counter[str] = field(default_factory=Counter)  # x-bionic-memory of each turn
 
     @property
     def turns(self) -> int:
@@ -46,34 +49,40 @@ async def run_users(
     turns: int,
     result: LoadResult | None = None,
     model: str = "recorder",
+    until: threading.Event | None = None,
 ) -> LoadResult:
-    """Every user does `turns` streaming turns one after another, all users at once. A turn
-    is acknowledged when its whole reply arrived; anything else is an error."""
+    """Every user does `turns` streaming turns one after another (or, with `until`, turns
+    until it is set), all users at once. A turn is acknowledged when its whole reply
+    arrived; anything else is an error. With the `echo` model each reply is the user's own."""
     result = result or LoadResult()
     client = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=60.0)
 
     async def user_loop(user: str) -> None:
-        for turn in range(turns):
+        for turn in itertools.count() if until else range(turns):
+            if until and until.is_set():
+                return
             text = say_text(user, turn)
             started = time.perf_counter()
             try:
-                stream = await client.chat.completions.create(
+                raw = await client.chat.completions.with_raw_response.create(
                     model=model,
                     messages=[{"role": "user", "content": text}],
                     user=user,
                     stream=True,
                 )
+                stream = raw.parse()
                 reply = "".join(
                     [c.choices[0].delta.content or "" async for c in stream if c.choices]
                 )
             except openai.APIError as exc:
                 result.errors.append(f"{user} turn {turn}: {type(exc).__name__}: {exc}")
                 continue
-            if reply != REPLY:
+            if reply != (echo_reply(text) if model == "echo" else REPLY):
                 result.errors.append(f"{user} turn {turn}: unexpected reply {reply!r}")
                 continue
             result.latencies.append(time.perf_counter() - started)
             result.acknowledged.setdefault(user, []).append(text)
+            result.memory[raw.headers.get("x-bionic-memory", "")] += 1
 
     try:
         await asyncio.gather(*(user_loop(u) for u in users))

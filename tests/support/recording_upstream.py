@@ -9,7 +9,8 @@ behaviour for tests of the gateway's relaying:
 * `break-stream`: streams one chunk, then drops the connection;
 * `slow-stream`: a chunk every 0.1 s for a minute; a client that leaves is recorded in
   `cancelled`;
-* `tools`: calls a tool (`get_weather`) instead of answering.
+* `tools`: calls a tool (`get_weather`) instead of answering;
+* `echo`: answers `echo_reply(last user message)`, a reply of its own for every turn.
 
 With `stream_options.include_usage` a stream ends with a usage chunk. Any other `/v1/*`
 request is echoed back as JSON (method, path, query, body size and digest), or streamed
@@ -46,6 +47,17 @@ TOOL_CALL = {
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 
 
+def echo_reply(said: str) -> str:
+    return f"Noted: {said}"
+
+
+def _reply(body: dict[str, Any]) -> str:
+    if body["model"] != "echo":
+        return REPLY
+    said = [m.get("content") for m in body.get("messages", []) if m.get("role") == "user"]
+    return echo_reply(str(said[-1]) if said else "")
+
+
 def _error(status: int) -> JSONResponse:
     headers = {"x-upstream-marker": "recorder"}
     if status == 429:
@@ -77,7 +89,7 @@ def _completion(body: dict[str, Any], created: int) -> dict[str, Any]:
     message: dict[str, Any] = (
         {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}
         if tools
-        else {"role": "assistant", "content": REPLY}
+        else {"role": "assistant", "content": _reply(body)}
     )
     return {
         "id": "chatcmpl-rec",
@@ -125,7 +137,7 @@ def _app(recorder: RecordingUpstream) -> FastAPI:
                 ]}, None)  # fmt: skip
                 yield _chunk(body, created, {}, "tool_calls")
             else:
-                words = REPLY.split(" ")
+                words = _reply(body).split(" ")
                 for i, word in enumerate(words):
                     yield _chunk(body, created, {"content": word if i == 0 else " " + word}, None)
                     if model == "break-stream":

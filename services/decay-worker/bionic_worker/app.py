@@ -147,6 +147,14 @@ def create_app(settings: WorkerSettings, metrics: WorkerMetrics) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
+        # A broker lost while running (Redis restarted) is reconnected to by the worker
+        # itself: attempts 2 s, 4 s… apart (at most 30 s), 100 of them (~45 min), then the
+        # worker exits for its supervisor to restart it.
+        broker_connection_retry=True,
+        broker_connection_max_retries=100,
+        # Tasks running when the broker goes finish their work; their acknowledgement is
+        # lost with the connection, so they are delivered again later and change nothing.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         beat_schedule=beat_schedule(settings),
     )

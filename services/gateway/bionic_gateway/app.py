@@ -56,7 +56,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         embedder = EmbedderClient(settings.embedder_target)
         memory = MemoryClient(settings.memory_target)
         upstream = Upstream(settings)
-        queue = TaskQueue(settings.broker_url, metrics, settings.max_pending_tasks)
+        queue = TaskQueue.from_settings(settings, metrics)
         recaller = Recaller(
             embedder,
             memory,

@@ -42,7 +42,18 @@ class GatewaySettings(BaseSettings):
         "sqla+sqlite:///data/broker.sqlite", description="Where replies are queued for the worker"
     )
     max_pending_tasks: int = Field(
-        1024, ge=1, description="Tasks waiting to be published before new ones are dropped"
+        1024, ge=1, description="Tasks waiting to be spooled before new ones are dropped"
+    )
+    spool_file: str | None = Field(
+        None,
+        description="SQLite file where tasks wait for the broker (kept across restarts); "
+        "unset = in memory (a restart during a broker outage loses what waits)",
+    )
+    spool_max_tasks: int = Field(
+        100_000, ge=1, description="Tasks the spool holds; past that new ones are dropped"
+    )
+    spool_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Bytes of tasks the spool holds; then dropped"
     )
     memory_deadline: float = Field(
         0.3, gt=0, description="Seconds embed + recall may take before chat goes on without memory"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 SECONDS_BUCKETS = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30, 60, 120,
@@ -45,8 +45,14 @@ class GatewayMetrics:
         )
         self.queued = Counter(
             "bionic_gateway_tasks_queued",
-            "Tasks handed to the worker, by task and outcome (queued, failed)",
+            "Tasks handed to the worker, by task and outcome: queued (published), failed (a "
+            "publish the broker refused; the task stays spooled), dropped (spool full)",
             ["task", "outcome"],
+            registry=registry,
+        )
+        self.spooled = Gauge(
+            "bionic_gateway_spooled_tasks",
+            "Tasks in the spool not yet published (more than a few: the broker is unreachable)",
             registry=registry,
         )
         self.tokens = Counter(

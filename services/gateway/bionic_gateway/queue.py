@@ -1,11 +1,24 @@
 """Hands work to the decay worker through the broker: replies to store, and user turns
-whose store was missed while memory was unavailable."""
+whose store was missed while memory was unavailable.
+
+Every task goes through a spool first (an outbox): a SQLite table, in a file when
+`spool_file` is set (the launcher puts it in the data folder) or else in memory. One
+thread writes tasks into it, another publishes them oldest first and deletes what the
+broker took. While the broker cannot be reached, tasks simply wait there, in order, and a
+spool file still has them after a gateway restart. Only past the spool's bounds (tasks,
+bytes) is a task dropped.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import queue
+import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
@@ -18,26 +31,141 @@ from bionic_common.tasks import (
     ExchangeMessage,
     UserTurnMessage,
 )
+from bionic_gateway.config import GatewaySettings
 from bionic_gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
-# Publishing blocks a thread; bounded so a dead broker cannot pile up blocked threads.
-PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
-PUBLISH_THREADS = 2
+# Retries of an unreachable broker: the first after RETRY_FIRST seconds, then doubling up
+# to RETRY_MAX. They go on while tasks wait; the spool's bounds bound what waits.
+RETRY_FIRST = 0.5
+RETRY_MAX = 5.0
+BATCH = 100  # tasks written to (or published from) the spool per transaction
+CLOSE_TIMEOUT = 10.0  # seconds close() waits for the tasks in hand to be published
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    name: str
+    payload: str  # the message as JSON
+    request_id: str
+
+    @property
+    def size(self) -> int:
+        return len(self.payload.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolLimits:
+    path: str | None  # None: in memory
+    max_tasks: int
+    max_bytes: int
+
+
+class Spool:
+    """Tasks waiting to be published, oldest first; shared by the two threads. A spool
+    file is locked for this process alone (a second gateway on it fails at start)."""
+
+    def __init__(self, limits: SpoolLimits) -> None:
+        self.limits = limits
+        if limits.path:
+            os.makedirs(os.path.dirname(os.path.abspath(limits.path)), exist_ok=True)
+        self._db = sqlite3.connect(limits.path or ":memory:", check_same_thread=False)
+        self._lock = threading.Lock()
+        try:
+            with self._db:
+                self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")  # commits survive a crash
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL, request_id TEXT NOT NULL, payload TEXT NOT NULL)"
+                )
+            self.tasks, self.bytes = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(CAST(payload AS BLOB))), 0) FROM tasks"
+            ).fetchone()
+        except sqlite3.Error:
+            self._db.close()  # let go of the file (and of any lock taken on it)
+            raise
+
+    def append(self, tasks: list[Task]) -> list[Task]:
+        """Append the tasks that fit within the bounds, in order; return the others. Raises
+        sqlite3.Error (and keeps nothing) when the spool cannot be written."""
+        kept, refused = [], []
+        tasks_after, bytes_after = self.tasks, self.bytes
+        for task in tasks:
+            if (
+                tasks_after < self.limits.max_tasks
+                and bytes_after + task.size <= self.limits.max_bytes
+            ):
+                kept.append(task)
+                tasks_after, bytes_after = tasks_after + 1, bytes_after + task.size
+            else:
+                refused.append(task)
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT INTO tasks (name, request_id, payload) VALUES (?, ?, ?)",
+                [(t.name, t.request_id, t.payload) for t in kept],
+            )
+            self.tasks, self.bytes = self.tasks + len(kept), self.bytes + sum(t.size for t in kept)
+        return refused
+
+    def oldest(self, limit: int) -> list[tuple[int, Task]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, name, request_id, payload FROM tasks ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [(row_id, Task(name, payload, rid)) for row_id, name, rid, payload in rows]
+
+    def remove(self, rows: list[tuple[int, Task]]) -> None:
+        with self._lock, self._db:
+            self._db.executemany("DELETE FROM tasks WHERE id = ?", [(i,) for i, _ in rows])
+            self.tasks -= len(rows)
+            self.bytes -= sum(task.size for _, task in rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 class TaskQueue:
-    """Publishes on its own threads: a call returns at once, so a response (and the next
-    request on its connection) never waits for the broker. At most `max_pending` messages
-    wait to be published; past that a message is dropped, logged and counted."""
+    """A call returns at once: the task goes to the spool on one thread and to the broker
+    on another, so neither a response nor the spool ever waits for the broker. At most
+    `max_pending` tasks wait to be spooled; past that or past the spool's bounds a task is
+    dropped, counted, and logged once per burst of drops."""
 
-    def __init__(self, broker_url: str, metrics: GatewayMetrics, max_pending: int) -> None:
+    def __init__(
+        self, broker_url: str, metrics: GatewayMetrics, max_pending: int, spool: SpoolLimits
+    ) -> None:
         self._app = Celery("bionic_gateway", broker=broker_url)
         self._app.conf.update(task_serializer="json", broker_connection_retry_on_startup=True)
         self._metrics = metrics
-        self._executor = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="publish")
-        self._slots = threading.BoundedSemaphore(max_pending)
+        self._inbox: queue.Queue[Task | None] = queue.Queue(max_pending)  # None: close
+        self._spool = Spool(spool)
+        self._wake = threading.Event()  # something new in the spool
+        self._closing = threading.Event()  # everything in hand is in the spool
+        self._drops = 0  # in the current burst of drops
+        self._drops_lock = threading.Lock()
+        metrics.spooled.set(self._spool.tasks)
+        if self._spool.tasks:
+            log.warning(
+                "%d tasks wait in the spool %s from an earlier run; publishing them first",
+                self._spool.tasks,
+                spool.path,
+            )
+        self._threads = [
+            threading.Thread(target=self._take, name="spooler", daemon=True),
+            threading.Thread(target=self._publish, name="publisher", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, metrics: GatewayMetrics) -> TaskQueue:
+        limits = SpoolLimits(
+            settings.spool_file, settings.spool_max_tasks, settings.spool_max_bytes
+        )
+        return cls(settings.broker_url, metrics, settings.max_pending_tasks, limits)
 
     def remember_exchange(self, scope: Scope, reply: str, request_id: str) -> None:
         """Queue an assistant reply for storage."""
@@ -61,25 +189,128 @@ class TaskQueue:
         )
         self._submit(REMEMBER_USER_TURN, message, request_id)
 
-    def _submit(self, task: str, message: Any, request_id: str) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.error("publish backlog full: dropped %s of request %s", task, request_id)
-            self._metrics.queued.labels(task, "dropped").inc()
-            return
-        self._executor.submit(self._publish, task, message, request_id)
-
-    def _publish(self, task: str, message: Any, request_id: str) -> None:
+    def _submit(self, name: str, message: Any, request_id: str) -> None:
+        task = Task(name, json.dumps(message), request_id)
         try:
-            self._app.send_task(task, args=[message], retry=True, retry_policy=PUBLISH_RETRY)
-        except OperationalError:
-            log.exception("could not queue %s for request %s", task, request_id)
-            self._metrics.queued.labels(task, "failed").inc()
-        else:
-            self._metrics.queued.labels(task, "queued").inc()
-        finally:
-            self._slots.release()
+            self._inbox.put_nowait(task)
+        except queue.Full:
+            self._drop(task, "the spool backlog is full")
 
     def close(self) -> None:
-        """Publish what is pending, then let the broker connection go."""
-        self._executor.shutdown(wait=True)
+        """Spool the tasks in hand and publish what the broker takes within a bound. What is
+        left stays in a spool file for the next start; a spool in memory loses it."""
+        self._inbox.put(None)  # the spooler keeps taking: this waits for a slot at most
+        for thread in self._threads:
+            thread.join(CLOSE_TIMEOUT)
+        if any(thread.is_alive() for thread in self._threads):
+            log.error("the task queue did not stop within %.0fs", CLOSE_TIMEOUT)
+            return
+        if self._spool.tasks and self._spool.limits.path:
+            log.warning(
+                "%d tasks wait in the spool %s for the next start",
+                self._spool.tasks,
+                self._spool.limits.path,
+            )
+        elif self._spool.tasks:
+            log.error(
+                "%d tasks lost: the broker is unreachable and the spool is in memory",
+                self._spool.tasks,
+            )
+        self._spool.close()
         self._app.close()
+
+    # --- the spooler thread -------------------------------------------------------------
+
+    def _take(self) -> None:
+        while True:
+            batch = [self._inbox.get()]
+            while batch[-1] is not None and len(batch) < BATCH:
+                try:
+                    batch.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            tasks = [task for task in batch if task is not None]
+            try:
+                refused = self._spool.append(tasks)
+            except sqlite3.Error as exc:
+                for task in tasks:
+                    self._drop(task, f"the spool cannot be written ({exc})")
+            else:
+                for task in refused:
+                    self._drop(task, "the spool is full")
+                if len(refused) < len(tasks):
+                    self._end_drops()
+            self._metrics.spooled.set(self._spool.tasks)
+            if batch[-1] is None:
+                self._closing.set()
+            self._wake.set()
+            if self._closing.is_set():
+                return
+
+    # --- the publisher thread -----------------------------------------------------------
+
+    def _publish(self) -> None:
+        delay = RETRY_FIRST
+        outage_started: float | None = None
+        while True:
+            closing = self._closing.is_set()  # before reading: then nothing more comes
+            self._wake.clear()
+            rows = self._spool.oldest(BATCH)
+            if not rows:
+                if closing:
+                    return
+                self._wake.wait()
+                continue
+            done, error = self._send(rows)
+            self._spool.remove(done)
+            self._metrics.spooled.set(self._spool.tasks)
+            if error is None:
+                if outage_started is not None:
+                    log.info(
+                        "broker reachable again after %.0fs; the spool is being published",
+                        time.monotonic() - outage_started,
+                    )
+                outage_started, delay = None, RETRY_FIRST
+                continue
+            if outage_started is None:
+                outage_started = time.monotonic()
+                log.warning("broker unreachable (%s): tasks wait in the spool", error)
+            if self._closing.wait(delay):
+                return  # stopping: what is left stays in the spool
+            delay = min(delay * 2, RETRY_MAX)
+
+    def _send(
+        self, rows: list[tuple[int, Task]]
+    ) -> tuple[list[tuple[int, Task]], Exception | None]:
+        """Publish rows in order until one fails: the rows published, and the failure."""
+        for i, (_, task) in enumerate(rows):
+            try:
+                self._app.send_task(task.name, args=[json.loads(task.payload)], retry=False)
+            except OperationalError as exc:
+                self._metrics.queued.labels(task.name, "failed").inc()
+                return rows[:i], exc
+            self._metrics.queued.labels(task.name, "queued").inc()
+        return rows, None
+
+    # --- drops, each counted, logged once per burst -------------------------------------
+
+    def _drop(self, task: Task, reason: str) -> None:
+        self._metrics.queued.labels(task.name, "dropped").inc()
+        with self._drops_lock:
+            self._drops += 1
+            first = self._drops == 1
+        if first:
+            log.error(
+                "dropping tasks: %s (first: %s of request %s; %d spooled, %d bytes)",
+                reason,
+                task.name,
+                task.request_id,
+                self._spool.tasks,
+                self._spool.bytes,
+            )
+
+    def _end_drops(self) -> None:
+        with self._drops_lock:
+            dropped, self._drops = self._drops, 0
+        if dropped:
+            log.error("%d tasks were dropped in all before the spool took tasks again", dropped)

@@ -142,6 +142,7 @@ def plan(s: LauncherSettings) -> list[ServiceSpec]:
         "BIONIC_GATEWAY_EMBEDDER_TARGET": embedder_target,
         "BIONIC_GATEWAY_MEMORY_TARGET": memory_target,
         "BIONIC_GATEWAY_BROKER_URL": broker,
+        "BIONIC_GATEWAY_SPOOL_FILE": os.path.join(data, "gateway-spool.sqlite"),
         "BIONIC_GATEWAY_TENANT_SALT_FILE": os.path.join(data, "tenant_salt"),
         "BIONIC_GATEWAY_LOG_LEVEL": s.log_level,
     }

@@ -1,0 +1,192 @@
+"""Redis, the broker, killed with -9 during chat load and started again on its append-only
+file: chats keep being answered, the gateway's tasks wait in its spool, the worker
+reconnects by itself, and the reply of every acknowledged turn is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bionic_common.memory_types import Role
+from bionic_launcher.config import LauncherSettings
+from bionic_launcher.stack import Stack
+from tests.reliability.load import LoadResult, run_users
+from tests.support.ports import free_port
+from tests.support.recording_upstream import RecordingUpstream, echo_reply
+from tests.support.stack import _pings, list_memories, running_stack, stack_settings, wait_for
+
+log = logging.getLogger(__name__)
+
+USERS = 6
+
+
+class AofRedis:
+    """A redis-server of the test's own that writes every change to an append-only file in
+    `folder`, so that it can be killed and started again on the same data."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("no redis-server binary to start a broker of the test's own")
+        self._proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "yes", "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(lambda: _pings(self.port), timeout=30)
+
+    def kill(self) -> None:
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AofRedis]:
+    redis = AofRedis(tmp_path_factory.mktemp("redis-aof"))
+    redis.start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, recorder: RecordingUpstream, broker: AofRedis
+) -> Iterator[tuple[LauncherSettings, Stack]]:
+    settings = stack_settings(tmp_path_factory.mktemp("outage"), recorder.base_url, broker.url)
+    with running_stack(settings) as running:
+        yield settings, running
+
+
+def gateway_metric(settings: LauncherSettings, name: str) -> float:
+    """The sum of a gateway metric's samples (0 when it has none yet)."""
+    text = httpx.get(f"http://{settings.host}:{settings.gateway_port}/metrics", timeout=10).text
+    pattern = rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$"
+    return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
+
+
+def missing_replies(settings: LauncherSettings, key: str, result: LoadResult) -> dict[str, int]:
+    """Per user, how many acknowledged turns have no stored reply."""
+    missing = {}
+    for user, said in result.acknowledged.items():
+        stored = {m.text for m in list_memories(settings, key, user) if m.role == Role.ASSISTANT}
+        lost = [text for text in said if echo_reply(text) not in stored]
+        if lost:
+            missing[user] = len(lost)
+    return missing
+
+
+def assert_every_reply_stored(settings: LauncherSettings, key: str, result: LoadResult) -> None:
+    try:
+        wait_for(lambda: not missing_replies(settings, key, result), timeout=180, interval=1)
+    except AssertionError:
+        raise AssertionError(
+            f"replies not stored: {missing_replies(settings, key, result)}"
+        ) from None
+
+
+def chat_through_outage(
+    settings: LauncherSettings, running: Stack, broker: AofRedis, key: str, seconds: float
+) -> LoadResult:
+    """Users chat all along; the broker is killed, stays down `seconds`, comes back."""
+    users = [f"{key}-u{i}" for i in range(USERS)]
+    url = f"http://{settings.host}:{settings.gateway_port}/v1"
+    result = LoadResult()
+    done = threading.Event()
+    load = threading.Thread(
+        target=lambda: asyncio.run(run_users(url, key, users, 0, result, "echo", until=done))
+    )
+    worker = running.pid("worker")
+    load.start()
+    try:
+        wait_for(lambda: result.turns >= 2 * USERS or not load.is_alive(), timeout=60)
+        before = result.turns
+        broker.kill()
+        time.sleep(seconds)  # the outage: chats go on
+        during = result.turns - before
+        spooled = gateway_metric(settings, "bionic_gateway_spooled_tasks")
+        broker.start()
+        restarted = result.turns
+        wait_for(lambda: result.turns >= restarted + 2 * USERS or not load.is_alive(), timeout=60)
+    finally:
+        done.set()
+        load.join(60)
+    log.info(
+        "broker down %.0fs: %d turns answered while it was down (%d in all, %d errors),"
+        " %.0f tasks in the gateway's spool when it came back",
+        seconds, during, result.turns, len(result.errors), spooled,
+    )  # fmt: skip
+    assert result.errors == []
+    assert during > 0 and spooled > 0  # chats went on, their replies waited in the spool
+    assert running.pid("worker") == worker  # reconnected by itself, not restarted
+    return result
+
+
+def test_broker_down_for_seconds_loses_no_acknowledged_reply(
+    stack: tuple[LauncherSettings, Stack], broker: AofRedis
+) -> None:
+    settings, running = stack
+    result = chat_through_outage(settings, running, broker, "sk-broker-5s", seconds=5)
+    assert_every_reply_stored(settings, "sk-broker-5s", result)
+    assert (
+        'outcome="dropped"'
+        not in httpx.get(f"http://{settings.host}:{settings.gateway_port}/metrics", timeout=10).text
+    )
+
+
+def test_spooled_replies_survive_a_gateway_restart(
+    stack: tuple[LauncherSettings, Stack], broker: AofRedis
+) -> None:
+    """The spool is a file in the data folder: a gateway stopped while the broker is down
+    publishes what waited once it is started again and the broker is back."""
+    settings, running = stack
+    key = "sk-broker-restart"
+    url = f"http://{settings.host}:{settings.gateway_port}/v1"
+    broker.kill()
+    try:
+        result = asyncio.run(
+            run_users(url, key, [f"{key}-u{i}" for i in range(3)], 4, model="echo")
+        )
+        assert result.errors == []
+        running.stop_service("gateway")
+    finally:
+        broker.start()
+    spool = Path(settings.data_dir, "gateway-spool.sqlite")
+    with closing(sqlite3.connect(spool)) as db:  # the gateway is stopped: the file is free
+        waiting = db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+    assert waiting == result.turns  # one reply per acknowledged turn, none published yet
+    running.start_service("gateway")
+    assert_every_reply_stored(settings, key, result)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_broker_down_for_30_seconds_loses_no_acknowledged_reply(
+    stack: tuple[LauncherSettings, Stack], broker: AofRedis
+) -> None:
+    settings, running = stack
+    result = chat_through_outage(settings, running, broker, "sk-broker-30s", seconds=30)
+    assert_every_reply_stored(settings, "sk-broker-30s", result)
