@@ -14,8 +14,11 @@ from pathlib import Path
 
 import openai
 
+from bionic_common.memory_types import Role
+from bionic_launcher.config import LauncherSettings
 from bionic_launcher.stack import Stack
 from tests.support.recording_upstream import REPLY, echo_reply
+from tests.support.stack import list_memories, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,8 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     acknowledged: dict[str, list[str]] = field(default_factory=dict)  # user -> texts
-    memory: Counter[str] = field(default_factory=Counter)  # x-bionic-memory of each turn
+    # Turns by memory outcome (x-bionic-memory without its value): recalled, degraded…
+    memory: Counter[str] = field(default_factory=Counter)
 
     @property
     def turns(self) -> int:
@@ -82,13 +86,26 @@ async def run_users(
                 continue
             result.latencies.append(time.perf_counter() - started)
             result.acknowledged.setdefault(user, []).append(text)
-            result.memory[raw.headers.get("x-bionic-memory", "")] += 1
+            result.memory[raw.headers.get("x-bionic-memory", "").split("=")[0]] += 1
 
     try:
         await asyncio.gather(*(user_loop(u) for u in users))
     finally:
         await client.close()
     return result
+
+
+def assert_stored(
+    settings: LauncherSettings, key: str, result: LoadResult, timeout: float = 60
+) -> None:
+    """Every acknowledged user message is in its user's memories (waiting for the worker)."""
+    for user, said in result.acknowledged.items():
+        wait_for(
+            lambda u=user, s=said: (
+                set(s) <= {m.text for m in list_memories(settings, key, u) if m.role == Role.USER}
+            ),
+            timeout=timeout,
+        )
 
 
 @dataclass

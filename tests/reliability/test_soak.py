@@ -14,7 +14,15 @@ import pytest
 from bionic_common.memory_types import Role
 from bionic_launcher.config import LauncherSettings
 from bionic_launcher.stack import Stack
-from tests.reliability.load import LoadResult, Sample, Sampler, growth, run_users, sample_stack
+from tests.reliability.load import (
+    LoadResult,
+    Sample,
+    Sampler,
+    assert_stored,
+    growth,
+    run_users,
+    sample_stack,
+)
 from tests.support.recording_upstream import RecordingUpstream
 from tests.support.stack import gateway_url, list_memories, running_stack, stack_settings, wait_for
 
@@ -83,16 +91,6 @@ def assert_bounded(after_round: list[dict[str, Sample]], stack: Stack, users: in
         )  # fmt: skip
         assert rss_last <= rss_first * RSS_SLACK + RSS_SLACK_MIB, (name, rss)
         assert fd_last <= fd_first + FD_SLACK + users, (name, fds)
-
-
-def assert_stored(settings: LauncherSettings, key: str, result: LoadResult) -> None:
-    for user, said in result.acknowledged.items():
-        wait_for(
-            lambda u=user, s=said: (
-                set(s) <= {m.text for m in list_memories(settings, key, u) if m.role == Role.USER}
-            ),
-            timeout=60,
-        )
 
 
 def test_short_soak_has_no_errors_and_no_growth(stack: tuple[LauncherSettings, Stack]) -> None:
