@@ -13,7 +13,7 @@ from bionic_common.logs import setup_logging
 from bionic_memory.config import MemorySettings
 from bionic_memory.metrics import MemoryMetrics, TierSizes
 from bionic_memory.service import MemoryService
-from bionic_memory.servicer import MemoryServicer
+from bionic_memory.servicer import DiskGuard, MemoryServicer
 from bionic_memory.store.base import MemoryStore
 from bionic_memory.store.edge import EdgeStore
 from bionic_memory.store.qdrant import QdrantStore
@@ -35,8 +35,9 @@ async def run(settings: MemorySettings) -> None:
     executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
     server = new_server(settings.max_concurrent_rpcs)
     service = MemoryService(store, settings)
+    disk = DiskGuard(settings.data_dir if settings.backend == "edge" else None)
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(
-        MemoryServicer(service, executor, MemoryMetrics(REGISTRY)), server
+        MemoryServicer(service, executor, MemoryMetrics(REGISTRY), disk), server
     )
     if settings.metrics_port:
         REGISTRY.register(TierSizes(service))

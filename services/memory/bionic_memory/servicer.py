@@ -1,12 +1,15 @@
 """bionic.memory.v1 over gRPC: converts messages at the edge and calls MemoryService.
 
-Bad input is INVALID_ARGUMENT, a memory outside the caller's scope is NOT_FOUND; anything
-else is a bug and reaches the client as UNKNOWN with its traceback in the log.
+Bad input is INVALID_ARGUMENT, a memory outside the caller's scope is NOT_FOUND, a write
+while the data folder's disk is (nearly) full is RESOURCE_EXHAUSTED; anything else is a bug
+and reaches the client as UNKNOWN with its traceback in the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +38,54 @@ from bionic_memory.metrics import MemoryMetrics
 from bionic_memory.service import MemoryService
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+# Writes are refused while the data folder's disk has less free space than this: the
+# embedded engine writes through memory maps, and a write that finds the disk full kills
+# the whole process (SIGBUS) instead of failing. Its files grow by a few MiB at a time.
+MIN_FREE_BYTES = 64 * MIB
+READ_ONLY = frozenset(
+    {"Search", "Get", "List", "Export", "Stats", "ListScopes", "ScanForSuppression"}
+)
+
+
+class DiskFull(Exception):
+    """The data folder's disk is (nearly) full; nothing was changed."""
+
+
+class DiskGuard:
+    """Checks the free space of the store's folder before each write (one statfs call).
+    `folder` None: the store is a Qdrant server, whose disk is its own business."""
+
+    def __init__(self, folder: str | None, min_free: int = MIN_FREE_BYTES) -> None:
+        self._folder = folder
+        self._min_free = min_free
+        self._full = False  # logged once when the disk fills, once when space is back
+
+    def check(self) -> None:
+        if self._folder is None:
+            return
+        stat = os.statvfs(self._folder)
+        free = stat.f_bavail * stat.f_frsize
+        if free >= self._min_free:
+            if self._full:
+                log.warning("disk space is back (%d MiB free): writes accepted", free // MIB)
+                self._full = False
+            return
+        if not self._full:
+            log.error(
+                "disk almost full (%d MiB free in %s, writes need %d MiB): refusing writes",
+                free // MIB,
+                self._folder,
+                self._min_free // MIB,
+            )
+            self._full = True
+        raise DiskFull(
+            f"no disk space left for memories: {free // MIB} MiB free where the memory "
+            f"service keeps its data, writes need {self._min_free // MIB} MiB"
+        )
+
 
 IMPORT_BATCH = 256
 
@@ -50,18 +101,27 @@ def _metadata(struct: struct_pb2.Struct) -> dict[str, Any]:
 
 class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def __init__(
-        self, service: MemoryService, executor: ThreadPoolExecutor, metrics: MemoryMetrics
+        self,
+        service: MemoryService,
+        executor: ThreadPoolExecutor,
+        metrics: MemoryMetrics,
+        disk: DiskGuard,
     ) -> None:
         self._service = service
         self._executor = executor
         self._metrics = metrics
+        self._disk = disk
 
     async def _call(self, context: grpc.aio.ServicerContext, method: str, fn: Callable[[], T]) -> T:
         """Run blocking store work off the event loop, time it, and map refusals to
         status codes (anything unexpected counts as UNKNOWN and propagates)."""
         started = time.perf_counter()
         try:
+            if method not in READ_ONLY:
+                self._disk.check()
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except DiskFull as exc:
+            code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
         except InvalidArgument as exc:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except NotFound as exc:
