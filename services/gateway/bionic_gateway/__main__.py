@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import uvicorn
 
 from bionic_common.logs import setup_logging
@@ -14,6 +16,9 @@ def main() -> None:
     settings = GatewaySettings()
     setup_logging("gateway", settings.log_level)
     setup_request_logging()
+    # httpx logs every upstream call at INFO: a second line per chat turn, beside the
+    # gateway's own access line, written on the event loop.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
