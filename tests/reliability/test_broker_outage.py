@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import shutil
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,45 +21,12 @@ from bionic_common.memory_types import Role
 from bionic_launcher.config import LauncherSettings
 from bionic_launcher.stack import Stack
 from tests.reliability.load import LoadResult, run_users
-from tests.support.ports import free_port
 from tests.support.recording_upstream import RecordingUpstream, echo_reply
-from tests.support.stack import _pings, list_memories, running_stack, stack_settings, wait_for
+from tests.support.stack import AofRedis, list_memories, running_stack, stack_settings, wait_for
 
 log = logging.getLogger(__name__)
 
 USERS = 6
-
-
-class AofRedis:
-    """A redis-server of the test's own that writes every change to an append-only file in
-    `folder`, so that it can be killed and started again on the same data."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("no redis-server binary to start a broker of the test's own")
-        self._proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for(lambda: _pings(self.port), timeout=30)
-
-    def kill(self) -> None:
-        assert self._proc is not None
-        self._proc.kill()
-        self._proc.wait()
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(10)
 
 
 @pytest.fixture(scope="module")

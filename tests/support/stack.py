@@ -19,7 +19,7 @@ from bionic_common.memory_types import Memory, Scope
 from bionic_gateway.auth import TenantResolver
 from bionic_launcher.config import LauncherSettings
 from bionic_launcher.stack import Stack
-from tests.support.ports import free_ports
+from tests.support.ports import free_port, free_ports
 
 
 def stack_settings(
@@ -138,3 +138,35 @@ def _pings(port: int) -> bool:
         return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
     except redis.RedisError:
         return False
+
+
+class AofRedis:
+    """A redis-server of the test's own that writes every change to an append-only file in
+    `folder`, so that it can be killed and started again on the same data."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("no redis-server binary to start")
+        self._proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "yes", "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(lambda: _pings(self.port), timeout=30)
+
+    def kill(self) -> None:
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(10)
