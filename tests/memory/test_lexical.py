@@ -43,6 +43,15 @@ def test_rewriting_a_text_rewrites_its_terms(store: MemoryStore) -> None:
     assert len(store.search_text(where, "espresso", 5)) == 1
 
 
+def test_a_point_stored_without_its_terms_is_not_found_lexically(store: MemoryStore) -> None:
+    copy = point(2, "Oscar again")
+    copy.lexical = False
+    store.upsert([point(1, "Oscar at the beach"), copy])
+    hits = store.search_text(Where(tenant="t"), "Oscar", 5)
+    assert [p.payload["text"] for p, _ in hits] == ["Oscar at the beach"]
+    assert len(store.search(Where(tenant="t"), copy.vector or [], 5)) == 2
+
+
 def test_fusion_adds_a_bonus_of_at_most_weight_to_the_cosine() -> None:
     a, b, c = point(0, "a"), point(1, "b"), point(2, "c")
     query = [1.0] + [0.0] * (DIM - 1)

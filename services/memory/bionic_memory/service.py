@@ -108,10 +108,12 @@ class MemoryService:
         metadata: dict[str, Any] | None = None,
         dry_run: bool = False,
         now: float = 0.0,
+        idempotency_key: str = "",
     ) -> Recall:
         """Store the user's message (unless a dry run), then recall what relates to it:
         long-term hits are reinforced and promoted into short-term memory, and short-term
-        memory is searched with cluster suppression."""
+        memory is searched with cluster suppression. A store whose idempotency key was
+        already applied (by a Recall or a Remember) stores and reinforces nothing."""
         self._check.scope(scope)
         self._check.text(text)
         self._check.vector(vector)
@@ -122,10 +124,10 @@ class MemoryService:
         params = replace(self._params, limit=limit)
         now = self._now(now)
         with self._lock(scope):
-            stored = None
+            stored, applied = None, False
             if not dry_run:
-                stored, _, _ = self._write(
-                    scope, Role.USER, text, vector, metadata or {}, "", False, now
+                stored, _, applied = self._write(
+                    scope, Role.USER, text, vector, metadata or {}, idempotency_key, False, now
                 )
             hits = self._related(scope, text, vector, stored, params, now)
             if self._settings.archive:
@@ -138,7 +140,7 @@ class MemoryService:
                 params.short_term_candidates,
                 with_vector=clustered,
             )
-            promoted = self._promote(hits, params, now, write=not dry_run)
+            promoted = self._promote(hits, params, now, write=applied)
         scored = {p.id: (p, s) for p, s in short_term}
         scored.update((p.id, (p, s)) for p, s in promoted)
         candidates = [
@@ -241,7 +243,7 @@ class MemoryService:
                 payload.pop(ARCHIVE_EXPIRES_FIELD, None)
                 payload.update(tier=Tier.SHORT_TERM.value, strength=1.0, updated_at=now)
                 payload.update(self._expiries(payload))
-                after = Point(copy_id, payload, hit.vector)
+                after = Point(copy_id, payload, hit.vector, lexical=False)
                 copies.append(after)
             if write:
                 self._store.set_payload(hit.id, self._reinforced(hit.payload, share, now))
@@ -549,7 +551,10 @@ class MemoryService:
             for memory_id, item in zip(ids, items, strict=True):
                 if memory_id not in owners:
                     points[memory_id] = Point(
-                        memory_id, self._imported_payload(scope, item.memory), list(item.vector)
+                        memory_id,
+                        self._imported_payload(scope, item.memory),
+                        list(item.vector),
+                        lexical=item.memory.tier != Tier.SHORT_TERM,
                     )
             self._store.upsert(list(points.values()))
         return len(points), len(items) - len(points)

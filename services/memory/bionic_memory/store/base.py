@@ -23,6 +23,9 @@ class Point:
     id: str
     payload: dict[str, Any]
     vector: list[float] | None = None
+    # Stored with its BM25 vector (lexical.py); False for what is never searched lexically
+    # (short-term copies), which then also stays out of the IDF.
+    lexical: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,9 @@ class EdgeStore:
                         {
                             VECTOR: list(p.vector or ()),
                             LEXICAL: qe.SparseVector(*document_terms(p.payload)),
-                        },
+                        }
+                        if p.lexical
+                        else {VECTOR: list(p.vector or ())},
                         p.payload,
                     )
                     for p in points

@@ -79,7 +79,9 @@ class QdrantStore:
                     vector={
                         VECTOR: list(p.vector or ()),
                         LEXICAL: _sparse(document_terms(p.payload)),
-                    },
+                    }
+                    if p.lexical
+                    else {VECTOR: list(p.vector or ())},
                     payload=p.payload,
                 )
                 for p in points
