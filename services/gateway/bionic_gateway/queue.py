@@ -289,6 +289,10 @@ class TaskQueue:
             except OperationalError as exc:
                 self._metrics.queued.labels(task.name, "failed").inc()
                 return rows[:i], exc
+            except Exception as exc:  # a broker client bug must not end the thread: retried
+                log.exception("publishing %s failed unexpectedly", task.name)
+                self._metrics.queued.labels(task.name, "failed").inc()
+                return rows[:i], exc
             self._metrics.queued.labels(task.name, "queued").inc()
         return rows, None
 
