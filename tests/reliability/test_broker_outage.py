@@ -68,8 +68,10 @@ def assert_every_reply_stored(settings: LauncherSettings, key: str, result: Load
     try:
         wait_for(lambda: not missing_replies(settings, key, result), timeout=180, interval=1)
     except AssertionError:
+        spooled = gateway_metric(settings, "bionic_gateway_spooled_tasks")  # where they wait
         raise AssertionError(
-            f"replies not stored: {missing_replies(settings, key, result)}"
+            f"replies not stored: {missing_replies(settings, key, result)};"
+            f" {spooled:.0f} tasks still in the gateway's spool"
         ) from None
 
 
