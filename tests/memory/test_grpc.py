@@ -134,7 +134,14 @@ def test_bad_input_gets_clear_status_codes_and_stores_nothing(
             pb.RememberRequest(scope=pb.Scope(tenant="t", user="u"), text="x", vector=vec(0))
         )
 
+    async def torn_packed_vector() -> None:
+        stub = pb_grpc.MemoryServiceStub(api.client._channel)
+        await stub.Recall(
+            pb.RecallRequest(scope=pb.Scope(tenant="t", user="u"), text="x", packed_vector=b"12345")
+        )
+
     assert code_of(api, unspecified_role()) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(api, torn_packed_vector()) == grpc.StatusCode.INVALID_ARGUMENT
     metrics = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
     refused = 'bionic_memory_rpc_refused_total{code="INVALID_ARGUMENT",method="Recall"}'
     assert float(metrics.split(refused)[1].split()[0]) >= 6
@@ -224,3 +231,23 @@ def test_no_call_reads_or_changes_another_scopes_memories(api: Api, ops: list) -
         held = {m.id: m.text for m in api.all(scope) if m.tier == Tier.LONG_TERM}
         assert held == model[scope]
         assert all(m.scope == scope for m in api.all(scope))
+
+
+def test_a_recall_that_stored_makes_the_workers_retry_of_its_turn_a_no_op(api: Api) -> None:
+    """The gateway's Recall stored the message but its answer was lost, so the gateway
+    queued remember_user_turn with the same request id: the retry changes nothing."""
+    scope = Scope(f"retry-{uuid.uuid4().hex[:6]}", "u")
+    api.run(api.client.remember(scope, Role.USER, "green tea", vec(0)))
+    recall = api.run(
+        api.client.recall(
+            scope, "tea again", vec(0), metadata={"request_id": "r1"}, idempotency_key="r1"
+        )
+    )
+    before = {(m.tier, m.text): m.strength for m in api.all(scope)}
+    retried, created = api.run(
+        api.client.remember(
+            scope, Role.USER, "tea again", vec(0), idempotency_key="r1", reinforce_related=True
+        )
+    )
+    assert recall.stored is not None and retried.id == recall.stored.id and not created
+    assert {(m.tier, m.text): m.strength for m in api.all(scope)} == before

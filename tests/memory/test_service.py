@@ -152,6 +152,29 @@ def test_an_idempotency_key_applies_a_write_once(service: MemoryService, clock: 
     assert third.strength > again.current_strength
 
 
+def test_a_recall_and_a_remember_with_the_same_key_store_and_reinforce_once(
+    service: MemoryService, clock: Clock
+) -> None:
+    """The gateway's Recall failed after it stored (its answer was lost): the worker's
+    remember_user_turn of the same turn, keyed by the same request id, changes nothing."""
+    service.remember(ALICE, Role.USER, "tea", vec(0))
+    clock.now += DAY
+    stored = service.recall(ALICE, "tea again", vec(0, 0.1), idempotency_key="req-1").stored
+    state = {(m.tier, m.text): m.strength for m in service.list_page(ALICE, 50, "", None)[0]}
+    clock.now += 60
+    again = service.recall(ALICE, "tea again", vec(0, 0.1), idempotency_key="req-1").stored
+    retried, created = service.remember(
+        ALICE, Role.USER, "tea again", vec(0, 0.1), {}, "req-1", reinforce_related=True
+    )
+    assert stored is not None and again is not None and not created
+    assert retried.id == again.id == stored.id
+    assert retried.strength == again.strength == stored.strength
+    after = {(m.tier, m.text): m.strength for m in service.list_page(ALICE, 50, "", None)[0]}
+    assert after == state  # nothing stored, reinforced or promoted twice
+    later, _ = service.remember(ALICE, Role.USER, "tea again", vec(0, 0.1), {}, "req-2")
+    assert later.strength > retried.current_strength  # another turn still reinforces
+
+
 def test_a_reply_reinforces_what_it_relates_to_once_per_key(service: MemoryService) -> None:
     service.remember(ALICE, Role.USER, "tea", vec(0))
     later = T0 + DAY

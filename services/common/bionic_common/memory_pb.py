@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+import numpy as np
+from google.protobuf import struct_pb2
 
 from bionic.memory.v1 import memory_pb2 as pb
 from bionic_common.memory_types import Exported, Memory, Role, Scope, Tier, TierStats
@@ -20,7 +23,41 @@ TIER_FROM_PB = {v: k for k, v in TIER_TO_PB.items()}
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(struct)
+    """The Struct as JSON data, as json_format.MessageToDict makes it (numbers are floats,
+    NaN or infinity is a ValueError) at a fraction of its cost."""
+    return {key: _value(value) for key, value in struct.fields.items()}
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise ValueError(f"{number} is not a JSON number")
+        return number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [_value(item) for item in value.list_value.values]
+    return None  # null_value, or no kind set
+
+
+def packed_f32(vector: Sequence[float] | np.ndarray) -> bytes:
+    """A vector as little-endian float32 bytes (the `packed_vector` fields)."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def unpacked_f32(data: bytes) -> list[float]:
+    """The vector of a `packed_vector` field; ValueError when its length is not whole
+    float32 values."""
+    if len(data) % 4:
+        raise ValueError(f"a packed float32 vector of {len(data)} bytes")
+    values: list[float] = np.frombuffer(data, dtype="<f4").tolist()
+    return values
 
 
 def dict_to_struct(data: dict[str, Any]) -> struct_pb2.Struct:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ from bionic_common.memory_pb import (
     scope_to_pb,
     struct_to_dict,
     tier_stats_to_pb,
+    unpacked_f32,
 )
 from bionic_common.memory_types import Exported, Scope
 from bionic_memory.errors import InvalidArgument, NotFound
@@ -99,6 +100,16 @@ def _metadata(struct: struct_pb2.Struct) -> dict[str, Any]:
         raise InvalidArgument(f"metadata: {exc}") from exc
 
 
+def _vector(request: pb.RecallRequest) -> Sequence[float]:
+    """The request's vector: its packed float32 bytes when set, else its float list."""
+    if not request.packed_vector:
+        return request.vector
+    try:
+        return unpacked_f32(request.packed_vector)
+    except ValueError as exc:
+        raise InvalidArgument(f"packed_vector: {exc}") from exc
+
+
 class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def __init__(
         self,
@@ -145,11 +156,12 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             lambda: self._service.recall(
                 scope_from_pb(request.scope),
                 request.text,
-                request.vector,
+                _vector(request),
                 limit=request.limit,
                 metadata=_metadata(request.metadata),
                 dry_run=request.dry_run,
                 now=request.now,
+                idempotency_key=request.idempotency_key,
             ),
         )
         return pb.RecallResponse(
