@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -31,7 +32,7 @@ class Embedder:
     async def embed(self, texts: list[str], kind: str, timeout: float | None = None) -> Embeddings:
         if self.answered is not None:
             await self.answered.wait()
-        return Embeddings(vectors=[[0.0] * 4 for _ in texts], tokens=1)
+        return Embeddings(array=np.zeros((len(texts), 4), dtype=np.float32), tokens=1)
 
 
 class Memory:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from bionic_common.memory_pb import (
     exported_from_pb,
     exported_to_pb,
     memory_from_pb,
+    packed_f32,
     scope_from_pb,
     scope_to_pb,
     tier_stats_from_pb,
@@ -49,8 +50,13 @@ POOLING_FROM_PB = {
 
 @dataclass(frozen=True, slots=True)
 class Embeddings:
-    vectors: list[list[float]]
+    array: np.ndarray  # texts x dimension, float32
     tokens: int
+
+    @property
+    def vectors(self) -> list[list[float]]:
+        vectors: list[list[float]] = self.array.tolist()
+        return vectors
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +87,7 @@ class EmbedderClient:
             wait_for_ready=True,
         )
         vectors = np.frombuffer(reply.packed, dtype="<f4").reshape(len(texts), reply.dimension)
-        return Embeddings(vectors=vectors.tolist(), tokens=reply.prompt_tokens)
+        return Embeddings(array=vectors, tokens=reply.prompt_tokens)
 
     async def info(self, timeout: float | None = None) -> EmbedderInfo:
         reply = await self._stub.Info(epb.InfoRequest(), timeout=timeout, wait_for_ready=True)
@@ -108,22 +114,24 @@ class MemoryClient:
         self,
         scope: Scope,
         text: str,
-        vector: list[float],
+        vector: Sequence[float] | np.ndarray,
         limit: int = 0,
         metadata: dict[str, Any] | None = None,
         dry_run: bool = False,
         now: float = 0.0,
+        idempotency_key: str = "",
         timeout: float | None = None,
     ) -> Recall:
         reply = await self._stub.Recall(
             mpb.RecallRequest(
                 scope=scope_to_pb(scope),
                 text=text,
-                vector=vector,
+                packed_vector=packed_f32(vector),
                 limit=limit,
-                metadata=dict_to_struct(metadata or {}),
+                metadata=dict_to_struct(metadata) if metadata else None,
                 dry_run=dry_run,
                 now=now,
+                idempotency_key=idempotency_key,
             ),
             timeout=timeout,
             wait_for_ready=True,

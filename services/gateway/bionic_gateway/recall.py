@@ -5,7 +5,9 @@ service down, the turn goes on without memory and says so. A Recall that was sen
 past the deadline (up to `late_timeout`), so that the message it stores is queued for the
 worker only when the Recall failed, never stored twice because it was merely slow. The
 recall preview of the memory API uses `fetch`, which is the same call without storing and
-with errors raised.
+with errors raised. The turn's Recall stores with the request id as its idempotency key,
+and so does the worker's retry of the turn: a Recall that failed after it stored (a cut
+connection, a lost answer) and its retry store the message once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import grpc
+import numpy as np
 
 from bionic_common.clients import EmbedderClient, MemoryClient
 from bionic_common.memory_types import Memory, Recall, Scope
@@ -119,7 +122,7 @@ class Recaller:
         recall = await self._recall(
             scope,
             text,
-            embedded.vectors[0],
+            embedded.array[0],
             controls,
             metadata,
             max(timeout - (embedded_at - started), 0.001),
@@ -147,10 +150,11 @@ class Recaller:
                     self._recall(
                         scope,
                         text,
-                        embedded.vectors[0],
+                        embedded.array[0],
                         controls,
                         {"request_id": request_id},
                         self._late_timeout,
+                        idempotency_key=request_id,
                     )
                 )
                 found = await asyncio.shield(recall)
@@ -187,10 +191,11 @@ class Recaller:
         self,
         scope: Scope,
         text: str,
-        vector: list[float],
+        vector: np.ndarray,
         controls: Controls,
         metadata: dict[str, str] | None,
         timeout: float,
+        idempotency_key: str = "",
     ) -> Recall:
         return await self._memory.recall(
             scope,
@@ -199,5 +204,6 @@ class Recaller:
             limit=controls.recall_limit or self._default_limit,
             metadata=metadata,
             dry_run=controls.mode != "on",
+            idempotency_key=idempotency_key,
             timeout=timeout,
         )
