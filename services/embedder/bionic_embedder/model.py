@@ -51,7 +51,8 @@ class PrecisionRefused(RuntimeError):
 
 
 class EmbeddingModel:
-    """Loads a model once and encodes batches of texts; not thread-safe, use one thread.
+    """Loads a model once and encodes batches of texts: `tokenize` from any thread,
+    `forward` from one thread at a time.
 
     Start-up also runs the quality gate: the built-in sentences are embedded in fp32,
     then in the chosen precision, and the lowest cosine between the two is checked
