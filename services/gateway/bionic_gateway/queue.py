@@ -282,19 +282,38 @@ class TaskQueue:
     def _send(
         self, rows: list[tuple[int, Task]]
     ) -> tuple[list[tuple[int, Task]], Exception | None]:
-        """Publish rows in order until one fails: the rows published, and the failure."""
-        for i, (_, task) in enumerate(rows):
-            try:
-                self._app.send_task(task.name, args=[json.loads(task.payload)], retry=False)
-            except OperationalError as exc:
-                self._metrics.queued.labels(task.name, "failed").inc()
-                return rows[:i], exc
-            except Exception as exc:  # a broker client bug must not end the thread: retried
-                log.exception("publishing %s failed unexpectedly", task.name)
-                self._metrics.queued.labels(task.name, "failed").inc()
-                return rows[:i], exc
-            self._metrics.queued.labels(task.name, "queued").inc()
-        return rows, None
+        """Publish rows in order until one fails: the rows published, and the failure.
+
+        One producer publishes the whole batch (send_task would take one from the pool per
+        task), and each task's argsrepr is its request id: celery would otherwise render a
+        repr of the message (the user's text) for monitoring, per task.
+        """
+        done = 0
+        try:
+            with self._app.producer_or_acquire() as producer:
+                for _, task in rows:
+                    self._app.send_task(
+                        task.name,
+                        args=[json.loads(task.payload)],
+                        retry=False,
+                        producer=producer,
+                        argsrepr=f"(request {task.request_id})",
+                        kwargsrepr="{}",
+                    )
+                    self._metrics.queued.labels(task.name, "queued").inc()
+                    done += 1
+        except OperationalError as exc:
+            failure: Exception = exc
+        except Exception as exc:  # a broker client bug must not end the thread: retried
+            failure = exc
+            log.exception(
+                "publishing %s failed unexpectedly", rows[min(done, len(rows) - 1)][1].name
+            )
+        else:
+            return rows, None
+        if done < len(rows):  # else the producer's release failed, after every publish
+            self._metrics.queued.labels(rows[done][1].name, "failed").inc()
+        return rows[:done], failure
 
     # --- drops, each counted, logged once per burst -------------------------------------
 
