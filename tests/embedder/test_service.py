@@ -197,6 +197,7 @@ def test_metrics_report_batches_queue_and_model(embedder: Embedder) -> None:
     }
     assert samples["bionic_embedder_texts_total"] >= 2
     assert samples["bionic_embedder_tokens_total"] > samples["bionic_embedder_texts_total"]
+    assert samples["bionic_embedder_padded_tokens_total"] >= samples["bionic_embedder_tokens_total"]
     assert samples["bionic_embedder_batch_size_count"] >= 1
     assert samples["bionic_embedder_queue_seconds_count"] >= 2
     assert samples["bionic_embedder_inference_seconds_count"] >= 1

@@ -273,6 +273,7 @@ class Batcher:
         m.inference_seconds.observe(inference_s)
         m.texts.inc(len(batch))
         m.tokens.inc(sum(len(t.ids) for t in batch))
+        m.padded_tokens.inc(len(batch) * max(len(t.ids) for t in batch))
         for text in batch:
             m.queue_seconds.observe(started - text.request.enqueued)
 

@@ -35,6 +35,11 @@ class EmbedderMetrics:
         )
         self.texts = Counter("bionic_embedder_texts", "Texts embedded", registry=registry)
         self.tokens = Counter("bionic_embedder_tokens", "Tokens embedded", registry=registry)
+        self.padded_tokens = Counter(
+            "bionic_embedder_padded_tokens",
+            "Token positions computed, padding included (divided by tokens: the padding cost)",
+            registry=registry,
+        )
         self.rejected = Counter(
             "bionic_embedder_rejected", "Requests refused", ["reason"], registry=registry
         )
