@@ -3,7 +3,7 @@ worker process on each broker."""
 
 from __future__ import annotations
 
-from bionic_common.memory_types import Memory, Role, Scope, Tier
+from bionic_common.memory_types import Memory, Recall, Role, Scope, Tier
 from bionic_common.tasks import (
     REMEMBER_EXCHANGE,
     REMEMBER_USER_TURN,
@@ -90,3 +90,41 @@ def test_the_logic_stores_a_reply_and_a_missed_user_turn_directly(
     assert again.id == reply.id
     after = memories_of(worker_stack, scope)
     assert [(m.id, m.strength) for m in after] == [(m.id, m.strength) for m in before]
+
+
+def test_a_turn_its_failed_recall_had_stored_is_not_stored_again_by_the_worker(
+    worker_stack: WorkerStack,
+) -> None:
+    """The gateway queues remember_user_turn when a turn's Recall fails; when that Recall
+    had stored the message after all (its answer was lost), both carry the request id as
+    their key and the task changes nothing: no second reinforcement, no promotion."""
+    scope = new_scope("recalled")
+    send_and_wait(worker_stack, REMEMBER_EXCHANGE, [exchange(scope, REPLY, "turn-0")])
+
+    async def recall(services: logic.Services) -> Recall:
+        embedded = await services.embedder.embed([TEA], "query", timeout=10)
+        return await services.memory.recall(
+            scope,
+            TEA,
+            embedded.array[0],
+            metadata={"request_id": "turn-r"},
+            idempotency_key="turn-r",
+            timeout=10,
+        )
+
+    stored = run_logic(worker_stack, recall).stored
+    before = memories_of(worker_stack, scope)
+    retry = UserTurnMessage(
+        tenant=scope.tenant,
+        user=scope.user,
+        text=TEA,
+        request_id="turn-r",
+        metadata={"request_id": "turn-r", "queued": "memory_degraded"},
+    )
+    send_and_wait(worker_stack, REMEMBER_USER_TURN, [retry])
+    after = memories_of(worker_stack, scope)
+    assert stored is not None and stored.id in {m.id for m in after}
+    assert REPLY in by_tier(before, Tier.SHORT_TERM)  # the Recall promoted what it recalled
+    assert [(m.id, m.strength, m.updated_at, m.metadata) for m in after] == [
+        (m.id, m.strength, m.updated_at, m.metadata) for m in before
+    ]
