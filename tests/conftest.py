@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.support.recording_upstream import RecordingUpstream
 from tests.support.stack import redis_server
 
 
@@ -16,3 +17,11 @@ def redis_url() -> Iterator[str]:
     with redis_server() as url:
         redis.Redis.from_url(url).flushdb()
         yield url
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RecordingUpstream]:
+    """A recording upstream (tests/support/recording_upstream.py) for one test module."""
+    recorder = RecordingUpstream().start()
+    yield recorder
+    recorder.stop()

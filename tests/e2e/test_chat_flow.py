@@ -26,13 +26,6 @@ QUESTION = "What do I like to drink?"
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    recorder = RecordingUpstream().start()
-    yield recorder
-    recorder.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, upstream: RecordingUpstream
 ) -> Iterator[tuple[LauncherSettings, Stack]]:

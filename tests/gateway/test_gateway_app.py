@@ -4,7 +4,6 @@ memory service running: auth, configuration and the edges that need no memory.""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,6 @@ from tests.support.recording_upstream import REPLY, RecordingUpstream
 from tests.support.stack import wait_for
 
 CHAT = {"model": "recorder", "messages": [{"role": "user", "content": "hello"}]}
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    recorder = RecordingUpstream().start()
-    yield recorder
-    recorder.stop()
 
 
 def settings(upstream: RecordingUpstream, **overrides: Any) -> GatewaySettings:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,13 +17,6 @@ KEYS = {f"sk-tenant-{i:02d}-{'x' * 20}": f"tenant{i}" for i in range(12)}
 TARGET = "sk-tenant-07-" + "x" * 20
 ADMIN = "sk-tenant-03-" + "x" * 20
 COMPARE = hmac.compare_digest
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    recorder = RecordingUpstream().start()
-    yield recorder
-    recorder.stop()
 
 
 # --- key checks whose time does not depend on how much of a key matches ------------------
