@@ -139,12 +139,16 @@ def chat_through_outage(
     return result
 
 
+@pytest.mark.parametrize(
+    "seconds", [5, pytest.param(30, marks=[pytest.mark.slow, pytest.mark.timeout(900)])]
+)
 def test_broker_down_for_seconds_loses_no_acknowledged_reply(
-    stack: tuple[LauncherSettings, Stack], broker: AofRedis
+    stack: tuple[LauncherSettings, Stack], broker: AofRedis, seconds: int
 ) -> None:
     settings, running = stack
-    result = chat_through_outage(settings, running, broker, "sk-broker-5s", seconds=5)
-    assert_replies_stored(settings, broker, "sk-broker-5s", result, LOST_AT_STOP)
+    key = f"sk-broker-{seconds}s"
+    result = chat_through_outage(settings, running, broker, key, seconds=seconds)
+    assert_replies_stored(settings, broker, key, result, LOST_AT_STOP)
     assert gateway_metric(settings, "bionic_gateway_tasks_queued_total", "dropped") == 0
 
 
@@ -171,14 +175,3 @@ def test_spooled_replies_survive_a_gateway_restart(
     assert waiting == result.turns  # one reply per acknowledged turn, none published yet
     running.start_service("gateway")
     assert_replies_stored(settings, broker, key, result, may_lose=0)  # stopped while idle
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_broker_down_for_30_seconds_loses_no_acknowledged_reply(
-    stack: tuple[LauncherSettings, Stack], broker: AofRedis
-) -> None:
-    settings, running = stack
-    result = chat_through_outage(settings, running, broker, "sk-broker-30s", seconds=30)
-    assert_replies_stored(settings, broker, "sk-broker-30s", result, LOST_AT_STOP)
-    assert gateway_metric(settings, "bionic_gateway_tasks_queued_total", "dropped") == 0
