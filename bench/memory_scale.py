@@ -268,10 +268,9 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
             "",
             f"Recall returned {lat['mean_recalled']:.1f} memories on average (limit 7). "
             f"Ingest took {ingest_['seconds']:.0f} s inside Import. The machine's load average "
-            f"(2 cores, other helpers' builds and tests running) was "
+            f"(2 cores; about 1 is this bench itself) was "
             f"{results['load_after_ingest']:.1f} over the last 5 minutes of ingest and "
-            f"{results['load_after_recall']:.1f} over the minute of recalls: every number here "
-            "is under that contention.",
+            f"{results['load_after_recall']:.1f} over the minute of recalls.",
         ]
     )
 
