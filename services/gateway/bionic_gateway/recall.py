@@ -176,7 +176,7 @@ class Recaller:
     def _outlive(self, recall: asyncio.Task[Recall], turn: TurnMemory) -> None:
         """Let a Recall past the deadline finish, if it stores and there is room."""
         if not turn.stores or len(self._late) >= MAX_LATE_RECALLS:
-            recall.cancel()  # a storing one is then queued at once: it may be stored twice
+            recall.cancel()  # queued at once; the request id keeps a store that landed single
             return
         self._late.add(recall)
         recall.add_done_callback(self._settled)

@@ -11,9 +11,10 @@ from bionic.memory.v1 import memory_pb2, memory_pb2_grpc
 from bionic_common.grpc_service import new_server, serve
 from bionic_common.logs import setup_logging
 from bionic_memory.config import MemorySettings
+from bionic_memory.disk import DiskGuard
 from bionic_memory.metrics import MemoryMetrics, TierSizes
 from bionic_memory.service import MemoryService
-from bionic_memory.servicer import DiskGuard, MemoryServicer
+from bionic_memory.servicer import MemoryServicer
 from bionic_memory.store.base import MemoryStore
 from bionic_memory.store.edge import EdgeStore
 from bionic_memory.store.qdrant import QdrantStore
