@@ -47,8 +47,10 @@ async def serve(
     service_names: Sequence[str],
     grace: float,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Start `server` on `address`, report SERVING, and block until a stop signal."""
+    """Start `server` on `address`, report SERVING, and block until a stop signal, or
+    until `stop` is set when given (by a caller whose main thread is busy elsewhere)."""
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -67,10 +69,11 @@ async def serve(
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %s on %s", ", ".join(service_names), address)
 
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+    stopping = stop or asyncio.Event()
+    if stop is None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     log.info("stopping: draining calls for up to %.1fs", grace)
     await health.enter_graceful_shutdown()
