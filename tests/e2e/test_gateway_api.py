@@ -327,7 +327,10 @@ def test_memory_off_read_only_and_recall_size(gw: Gateway) -> None:
 
 
 def _count(http: httpx.Client, user: str) -> int:
-    return len(http.get("/memories", params={"user": user, "limit": 100}).json()["data"])
+    """The user's long-term memories: what a stored message or reply adds to (short-term
+    copies come and go with the worker's reinforcement of earlier replies)."""
+    params = {"user": user, "limit": 100, "tier": "ltm"}
+    return len(http.get("/memories", params=params).json()["data"])
 
 
 # --- everything else under /v1 ---------------------------------------------------------------
