@@ -10,6 +10,14 @@ lost. `LeasedChannel` gives it the same contract as Redis: an acknowledged (or r
 message's row is deleted, a requeued one is made visible again, and a row that stayed
 invisible for longer than the visibility timeout is made visible again (a lease that
 expired). Producers (the gateway) publish through the stock transport unchanged.
+
+On Redis, `GuardedRedisTransport` keeps the worker alive through a lost broker: kombu
+(5.x) closes a channel whose transport already let go of its connection details and, in
+restoring the unacknowledged messages on close, dies of an AttributeError ("'NoneType'
+object has no attribute 'hostname'"), which ends the worker ("Unrecoverable error") and
+the tasks it was running. With the broker gone there is nothing to restore them to
+anyway: they stay in Redis's unacked set (and come back after the visibility timeout,
+idempotent) while the worker finishes what it runs and reconnects.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from queue import Empty
 from typing import Any
 
 from kombu.connection import Connection
+from kombu.transport import redis as kombu_redis
 from kombu.transport import sqlalchemy as sqla
 from sqlalchemy import create_engine, delete, event, text, update
 
@@ -50,8 +59,10 @@ def connection_settings(broker_url: str, visibility_timeout: float) -> dict[str,
             # polling interval: a few tasks in hand per thread keep the threads fed.
             "worker_prefetch_multiplier": 4,
         }
+    guarded = {"broker_transport": f"{__name__}:GuardedRedisTransport"}
     return {
         "broker_url": broker_url,
+        **(guarded if broker_url.startswith("redis://") else {}),
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": {
             "visibility_timeout": visibility_timeout,
@@ -181,3 +192,17 @@ def queue_length(connection: Connection, queue: str) -> int | None:
         log.warning("could not read the length of queue %s: %s", queue, exc)
         return None
     return int(declared.message_count)
+
+
+class GuardedRedisChannel(kombu_redis.Channel):
+    """The Redis channel, closed without a restore it cannot do (see module doc)."""
+
+    def close(self) -> None:
+        if self.connection.client is None and self._qos is not None:
+            log.warning("broker connection gone: unacknowledged tasks wait for redelivery")
+            self._qos.restore_at_shutdown = False
+        super().close()  # type: ignore[no-untyped-call]
+
+
+class GuardedRedisTransport(kombu_redis.Transport):
+    Channel = GuardedRedisChannel

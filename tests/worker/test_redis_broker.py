@@ -1,0 +1,35 @@
+"""The worker's Redis transport survives the state a lost broker leaves a channel in."""
+
+from __future__ import annotations
+
+import pytest
+from kombu import Connection
+from kombu.transport import redis as kombu_redis
+
+from bionic_worker.broker import GuardedRedisChannel, GuardedRedisTransport
+
+
+@pytest.mark.parametrize(
+    ("channel_class", "crashes"), [(kombu_redis.Channel, True), (GuardedRedisChannel, False)]
+)
+def test_closing_a_channel_whose_connection_is_gone_does_not_crash(
+    redis_url: str, channel_class: type[kombu_redis.Channel], crashes: bool
+) -> None:
+    """After a lost broker kombu closes channels whose transport let go of its connection
+    details (client None) and whose pool was reset; the stock channel then dies restoring
+    the messages in hand (seen in CI: "Unrecoverable error: AttributeError(... 'hostname')"),
+    the guarded one leaves them in the unacked set."""
+    with Connection(redis_url, transport=GuardedRedisTransport) as connection:
+        transport = connection.transport
+        channel = channel_class(transport)
+        channel.qos._delivered["a-task"] = object()  # a message in hand, unacknowledged
+        channel._pool = None
+        client, transport.client = transport.client, None
+        try:
+            if crashes:
+                with pytest.raises(AttributeError, match="hostname"):
+                    channel.close()
+            else:
+                channel.close()
+        finally:
+            transport.client = client
