@@ -19,8 +19,8 @@ event loop once per pass. The service runs that loop on the process's main threa
 (`run`): torch's OpenMP parallel regions started from any other thread ran its small
 operations 1.5-2x slower here (a single-text pass 10.5 instead of 7 ms). Waiting texts
 are sorted by length before they are cut into batches, so a batch holds texts of similar
-length and pads little. A text whose caller
-went away (it was cancelled) or whose deadline passed is dropped before inference.
+length and pads little. A text whose caller went away (it was cancelled) or whose deadline
+passed is dropped before inference.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ class _Request:
     future: asyncio.Future[EmbedResult]
     size: int
     deadline: float | None
+    left: int  # texts not embedded yet
     enqueued: float = field(default_factory=time.monotonic)
-    left: int = 0  # texts not embedded yet
     vectors: np.ndarray | None = None
     tokens: int = 0
     queue_s: float = 0.0
@@ -166,8 +166,8 @@ class Batcher:
         except BaseException:
             self._release(len(texts))
             raise
-        request = _Request(asyncio.get_running_loop().create_future(), len(texts), deadline)
-        request.left = len(texts)
+        future = asyncio.get_running_loop().create_future()
+        request = _Request(future, len(texts), deadline, left=len(texts))
         with self._cond:
             self._pending.extend(_Text(request, row, i) for row, i in enumerate(ids))
             self._cond.notify()

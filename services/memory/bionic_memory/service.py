@@ -404,8 +404,8 @@ class MemoryService:
             strengths[tier].append(self._current(point.payload, now))
             if point.payload["pinned"]:
                 pinned[tier] += 1
-            elif self._leaves_at(point.payload, now) >= now:
-                expiries[tier].append(self._leaves_at(point.payload, now))
+            elif (leaves_at := self._leaves_at(point.payload, now)) >= now:
+                expiries[tier].append(leaves_at)
         result = []
         for tier in Tier:
             values = np.asarray(strengths[tier] or [0.0])
