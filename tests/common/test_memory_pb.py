@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pytest
 from google.protobuf import json_format, struct_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bionic_common.memory_pb import dict_to_struct, packed_f32, struct_to_dict, unpacked_f32
+from bionic_common.memory_pb import dict_to_struct, struct_to_dict
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -32,12 +31,3 @@ def test_a_struct_with_a_non_finite_number_is_refused(bad: float) -> None:
     struct.update({"deep": {"list": [1.0, bad]}})
     with pytest.raises(ValueError):
         struct_to_dict(struct)
-
-
-def test_packed_vectors_round_trip_as_little_endian_float32() -> None:
-    vector = np.array([0.25, -1.5, 3.0], dtype=np.float32)
-    assert packed_f32(vector) == vector.astype("<f4").tobytes()
-    assert packed_f32([0.25, -1.5, 3.0]) == packed_f32(vector)
-    assert unpacked_f32(packed_f32(vector)) == [0.25, -1.5, 3.0]
-    with pytest.raises(ValueError):
-        unpacked_f32(b"12345")

@@ -21,7 +21,6 @@ from bionic_common.memory_pb import (
     exported_from_pb,
     exported_to_pb,
     memory_from_pb,
-    packed_f32,
     scope_from_pb,
     scope_to_pb,
     tier_stats_from_pb,
@@ -37,6 +36,7 @@ from bionic_common.memory_types import (
     Tier,
     TierStats,
 )
+from bionic_common.vectors import packed_f32, unpacked_rows
 
 EmbedKind = Literal["query", "document"]
 EMBEDDER_SERVICE = epb.DESCRIPTOR.services_by_name["EmbedderService"].full_name
@@ -86,8 +86,10 @@ class EmbedderClient:
             timeout=timeout,
             wait_for_ready=True,
         )
-        vectors = np.frombuffer(reply.packed, dtype="<f4").reshape(len(texts), reply.dimension)
-        return Embeddings(array=vectors, tokens=reply.prompt_tokens)
+        return Embeddings(
+            array=unpacked_rows(reply.packed, len(texts), reply.dimension),
+            tokens=reply.prompt_tokens,
+        )
 
     async def info(self, timeout: float | None = None) -> EmbedderInfo:
         reply = await self._stub.Info(epb.InfoRequest(), timeout=timeout, wait_for_ready=True)

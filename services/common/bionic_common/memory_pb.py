@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from google.protobuf import struct_pb2
 
 from bionic.memory.v1 import memory_pb2 as pb
@@ -44,20 +42,6 @@ def _value(value: struct_pb2.Value) -> Any:
     if kind == "list_value":
         return [_value(item) for item in value.list_value.values]
     return None  # null_value, or no kind set
-
-
-def packed_f32(vector: Sequence[float] | np.ndarray) -> bytes:
-    """A vector as little-endian float32 bytes (the `packed_vector` fields)."""
-    return np.asarray(vector, dtype="<f4").tobytes()
-
-
-def unpacked_f32(data: bytes) -> list[float]:
-    """The vector of a `packed_vector` field; ValueError when its length is not whole
-    float32 values."""
-    if len(data) % 4:
-        raise ValueError(f"a packed float32 vector of {len(data)} bytes")
-    values: list[float] = np.frombuffer(data, dtype="<f4").tolist()
-    return values
 
 
 def dict_to_struct(data: dict[str, Any]) -> struct_pb2.Struct:

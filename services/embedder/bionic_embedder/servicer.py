@@ -8,6 +8,7 @@ import grpc
 
 from bionic.embedder.v1 import embedder_pb2 as pb
 from bionic.embedder.v1 import embedder_pb2_grpc as pb_grpc
+from bionic_common.vectors import packed_f32
 from bionic_embedder.batcher import Batcher, DeadlineExceeded, QueueFull
 from bionic_embedder.config import EmbedderSettings
 from bionic_embedder.model import EmbeddingModel
@@ -80,7 +81,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
             ),
         )
         if request.encoding == pb.VECTOR_ENCODING_PACKED_F32:
-            reply.packed = result.vectors.astype("<f4", copy=False).tobytes()
+            reply.packed = packed_f32(result.vectors)
         else:
             reply.embeddings.extend(pb.Embedding(values=v) for v in result.vectors.tolist())
         return reply

@@ -29,9 +29,9 @@ from bionic_common.memory_pb import (
     scope_to_pb,
     struct_to_dict,
     tier_stats_to_pb,
-    unpacked_f32,
 )
 from bionic_common.memory_types import Exported, Scope
+from bionic_common.vectors import unpacked_f32
 from bionic_memory.disk import DiskFull, DiskGuard
 from bionic_memory.errors import InvalidArgument, NotFound
 from bionic_memory.metrics import MemoryMetrics
