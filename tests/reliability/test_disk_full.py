@@ -15,7 +15,7 @@ import grpc
 import httpx
 import pytest
 
-from bionic_common.clients import MemoryClient
+from bionic_common.clients import MemoryClient, is_disk_full
 from bionic_common.memory_types import Role, Scope
 from bionic_launcher.config import LauncherSettings
 from bionic_launcher.stack import Stack
@@ -109,6 +109,7 @@ def disk_full_under_load(
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             remember(settings, names[0], "written while the disk is full")
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert is_disk_full(refused.value)
         assert "disk space" in (refused.value.details() or "")
         rest = httpx.post(
             f"{gateway_url(settings)}/memories",
@@ -121,7 +122,7 @@ def disk_full_under_load(
             "disk full: REST add answered %d %s; %d chat turns answered, memory %s",
             rest.status_code, rest.text, during.turns, dict(during.memory),
         )  # fmt: skip
-        assert rest.status_code >= 400 and "disk space" in rest.json()["error"]["message"]
+        assert rest.status_code == 507 and "disk space" in rest.json()["error"]["message"]
         assert during.memory == {"degraded": users * turns}
         assert running.pid("memory") == pid  # still up, not restarted
     finally:

@@ -15,6 +15,7 @@ from bionic.memory.v1 import memory_pb2 as mpb
 from bionic.memory.v1 import memory_pb2_grpc as mpb_grpc
 from bionic_common.grpc_service import new_channel
 from bionic_common.memory_pb import (
+    DISK_FULL,
     ROLE_TO_PB,
     TIER_TO_PB,
     dict_to_struct,
@@ -381,6 +382,14 @@ class MemoryClient:
 
 def _tier(tier: Tier | None) -> mpb.Tier.ValueType:
     return TIER_TO_PB[tier] if tier else mpb.TIER_UNSPECIFIED
+
+
+def is_disk_full(exc: grpc.aio.AioRpcError) -> bool:
+    """A write the memory service refused because its data disk is full."""
+    trailer = exc.trailing_metadata() or ()
+    return exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and any(
+        tuple(item) == DISK_FULL for item in trailer
+    )
 
 
 def is_unavailable(exc: grpc.aio.AioRpcError) -> bool:

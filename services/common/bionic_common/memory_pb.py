@@ -18,6 +18,9 @@ TIER_TO_PB = {
     Tier.ARCHIVE: pb.TIER_ARCHIVE,
 }
 TIER_FROM_PB = {v: k for k, v in TIER_TO_PB.items()}
+# The trailing metadata of a write refused with RESOURCE_EXHAUSTED because the memory
+# service's data disk is (nearly) full, which no retry soon will cure, unlike an overload.
+DISK_FULL = ("bionic-refusal", "disk-full")
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:

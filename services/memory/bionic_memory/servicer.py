@@ -20,6 +20,7 @@ from google.protobuf import struct_pb2
 from bionic.memory.v1 import memory_pb2 as pb
 from bionic.memory.v1 import memory_pb2_grpc as pb_grpc
 from bionic_common.memory_pb import (
+    DISK_FULL,
     ROLE_FROM_PB,
     TIER_FROM_PB,
     exported_from_pb,
@@ -80,12 +81,13 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         """Run blocking store work off the event loop, time it, and map refusals to
         status codes (anything unexpected counts as UNKNOWN and propagates)."""
         started = time.perf_counter()
+        trailer: tuple[tuple[str, str], ...] = ()
         try:
             if method not in READ_ONLY:
                 self._disk.check()
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
         except DiskFull as exc:
-            code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+            code, message, trailer = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), (DISK_FULL,)
         except InvalidArgument as exc:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except NotFound as exc:
@@ -96,7 +98,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         finally:
             self._metrics.rpc_seconds.labels(method).observe(time.perf_counter() - started)
         self._metrics.rpc_refused.labels(method, code.name).inc()
-        await context.abort(code, message)
+        await context.abort(code, message, trailing_metadata=trailer)
         raise AssertionError("unreachable: abort raises")
 
     async def Recall(

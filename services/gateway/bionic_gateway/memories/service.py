@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import grpc
 from pydantic import ValidationError
 
-from bionic_common.clients import EmbedderClient, MemoryClient
+from bionic_common.clients import EmbedderClient, MemoryClient, is_disk_full
 from bionic_common.memory_types import Exported, Scope, Tier
 from bionic_gateway.chat.prompt import MemoryPrompt
 from bionic_gateway.chat.protocol import last_user_text
@@ -52,6 +52,8 @@ def memory_errors() -> Iterator[None]:
     try:
         yield
     except grpc.aio.AioRpcError as exc:
+        if is_disk_full(exc):  # not a rate limit: retrying soon will not help
+            raise OpenAIError(507, exc.details(), code="insufficient_storage") from exc
         status = GRPC_STATUS.get(exc.code(), 503)
         if status == 503:
             log.warning("memory API: a service is unavailable (%s)", exc.code().name)
