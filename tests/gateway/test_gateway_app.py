@@ -86,6 +86,18 @@ def test_open_mode_tenants_are_salted_hashes_of_the_key() -> None:
     assert "sk-secret" not in repr(a.caller("Bearer sk-secret"))
 
 
+def test_open_mode_is_warned_once_at_start_and_not_with_keys(
+    upstream: RecordingUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    warning = "no API keys configured: the gateway is open, one tenant per key"
+    with caplog.at_level("WARNING", logger="bionic_gateway"):
+        create_app(settings(upstream, api_keys={"sk-a": "acme"}))
+        assert warning not in caplog.messages
+        create_app(settings(upstream))
+        TenantResolver({}, "salt").tenant("Bearer sk-b")  # resolving does not warn again
+    assert caplog.messages.count(warning) == 1
+
+
 @pytest.mark.parametrize("passthrough", [False, True], ids=["server-key", "client-key"])
 def test_the_upstream_key_is_the_servers_or_the_clients(
     upstream: RecordingUpstream, passthrough: bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,6 +36,8 @@ from bionic_gateway.recall import Recaller
 from bionic_gateway.requests import RequestContext
 from bionic_gateway.upstream import Upstream
 
+log = logging.getLogger(__name__)
+
 DESCRIPTION = """\
 Point any OpenAI client here instead of at the model. Chat completions are answered by the
 upstream model with the user's recalled memories added; `/v1/models` and every other
@@ -50,6 +53,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     metrics = GatewayMetrics(registry)
     prompt = MemoryPrompt.from_settings(settings)
     tenants = TenantResolver(load_keys(settings), load_salt(settings), settings.admin_keys)
+    if tenants.open:
+        log.warning("no API keys configured: the gateway is open, one tenant per key")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -40,8 +40,11 @@ class TenantResolver:
         if keys and not set(admin_keys) <= set(keys):
             raise ValueError("every admin key must also be one of the configured API keys")
         self._admins = [self._digest(k) for k in admin_keys]
-        if not self._keys:
-            log.warning("no API keys configured: the gateway is open, one tenant per key")
+
+    @property
+    def open(self) -> bool:
+        """No keys configured: every key is accepted, as its own tenant."""
+        return not self._keys
 
     def _digest(self, key: str) -> bytes:
         return hmac.new(self._salt, key.encode(), hashlib.sha256).digest()
