@@ -251,3 +251,28 @@ def test_a_recall_that_stored_makes_the_workers_retry_of_its_turn_a_no_op(api: A
     )
     assert recall.stored is not None and retried.id == recall.stored.id and not created
     assert {(m.tier, m.text): m.strength for m in api.all(scope)} == before
+
+
+def test_a_large_import_is_written_in_bounded_batches(api: Api, server: MemoryProcess) -> None:
+    """Each store write of an import holds at most IMPORT_BATCH_BYTES (and one more item),
+    far under the free space the disk guard keeps: 40 texts of 300 kB go in two writes."""
+    scope = Scope(f"big-{uuid.uuid4().hex[:6]}", "u")
+    text = "记" * 99_990  # about the longest text allowed, 3 bytes a character
+
+    def writes() -> float:
+        metrics = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
+        count = 'bionic_memory_rpc_seconds_count{method="Import"}'
+        return float(metrics.split(count)[1].split()[0]) if count in metrics else 0.0
+
+    async def items() -> AsyncIterator[Exported]:
+        for i in range(40):
+            memory = Memory(
+                id=str(uuid.uuid4()), scope=scope, role=Role.USER, tier=Tier.LONG_TERM,
+                text=f"{i} {text}", created_at=1_000.0 + i, updated_at=1_000.0 + i, strength=1.0,
+            )  # fmt: skip
+            yield Exported(memory, vec(i))
+
+    before = writes()
+    assert api.run(api.client.import_(scope, items(), timeout=120)) == (40, 0)
+    assert writes() - before == 2
+    assert len(api.all(scope)) == 40

@@ -42,7 +42,10 @@ T = TypeVar("T")
 READ_ONLY = frozenset(
     {"Search", "Get", "List", "Export", "Stats", "ListScopes", "ScanForSuppression"}
 )
-IMPORT_BATCH = 256
+IMPORT_BATCH = 256  # memories written per store call on import, at most
+# ... and at most this many bytes of them (plus one): each write stays far under the free
+# space DiskGuard keeps (64 MiB), which no write checked against it can then overrun.
+IMPORT_BATCH_BYTES = 8 * 1024 * 1024
 
 
 def _metadata(struct: struct_pb2.Struct) -> dict[str, Any]:
@@ -254,7 +257,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     async def Import(
         self, request_iterator: AsyncIterator[pb.ImportRequest], context: grpc.aio.ServicerContext
     ) -> pb.ImportResponse:
-        imported = skipped = 0
+        imported = skipped = size = 0
         batch: list[Exported] = []
         scope: Scope | None = None
         async for request in request_iterator:
@@ -278,9 +281,10 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"import item {imported + skipped + len(batch)}: metadata: {exc}",
                 )
-            if len(batch) == IMPORT_BATCH:
+            size += request.memory.ByteSize()
+            if len(batch) == IMPORT_BATCH or size >= IMPORT_BATCH_BYTES:
                 done, seen = await self._import(context, scope, batch)
-                imported, skipped, batch = imported + done, skipped + seen, []
+                imported, skipped, batch, size = imported + done, skipped + seen, [], 0
         if scope is not None and batch:
             done, seen = await self._import(context, scope, batch)
             imported, skipped = imported + done, skipped + seen
