@@ -33,3 +33,13 @@ def test_closing_a_channel_whose_connection_is_gone_does_not_crash(
                 channel.close()
         finally:
             transport.client = client
+
+
+def test_a_guarded_channel_closes_twice(redis_url: str) -> None:
+    """Celery's pidbox closes its channel a second time at shutdown, when the channel has
+    let go of its connection already (it ended the worker with exit 1: AttributeError)."""
+    with Connection(redis_url, transport=GuardedRedisTransport) as connection:
+        channel = GuardedRedisChannel(connection.transport)
+        channel.close()
+        channel.close()
+        assert channel.connection is None

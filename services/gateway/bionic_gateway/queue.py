@@ -42,6 +42,9 @@ RETRY_FIRST = 0.5
 RETRY_MAX = 5.0
 BATCH = 100  # tasks written to (or published from) the spool per transaction
 CLOSE_TIMEOUT = 10.0  # seconds close() waits for the tasks in hand to be published
+# A Redis that hangs (stopped, a network black hole) fails a publish after this many
+# seconds instead of holding the publisher for as long as the hang lasts.
+REDIS_TIMEOUTS = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,8 @@ class TaskQueue:
     ) -> None:
         self._app = Celery("bionic_gateway", broker=broker_url)
         self._app.conf.update(task_serializer="json", broker_connection_retry_on_startup=True)
+        if broker_url.startswith(("redis://", "rediss://")):
+            self._app.conf.broker_transport_options = REDIS_TIMEOUTS
         self._metrics = metrics
         self._inbox: queue.Queue[Task | None] = queue.Queue(max_pending)  # None: close
         self._spool = Spool(spool)
