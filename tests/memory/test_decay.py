@@ -67,12 +67,13 @@ def test_prune_removes_exactly_the_memories_whose_strength_fell_under_the_thresh
     history: list[tuple[int, float, bool]], after: float
 ) -> None:
     """Replay random writes (repeats reinforce, some pin) on the real engine, then check
-    Prune against the closed form s * exp(-k (T - t0)) < threshold."""
+    Prune against the closed form s * exp(-k (T - t0)) < threshold. The store deletes
+    in chunks of 2 found in pages of 3, so Prune takes several engine calls."""
     scope = Scope("t", "u")
     model: dict[str, tuple[float, float, bool]] = {}  # text -> (strength, t0, pinned)
     now = 1_000_000.0
     with tempfile.TemporaryDirectory() as folder:
-        store = EdgeStore(folder, 4)
+        store = EdgeStore(folder, 4, delete_chunk=2, delete_page=3)
         try:
             service = MemoryService(store, MemorySettings(preset="original", dimension=4))
             for index, dt, pin in history:

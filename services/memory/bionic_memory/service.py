@@ -599,7 +599,9 @@ class MemoryService:
     def prune(self, now: float = 0.0, tier: Tier | None = None) -> Pruned:
         """Forget every memory whose strength fell under its tier's threshold by `now`:
         one filtered delete per tier on its indexed forgetting instant, whose cost grows
-        with what is forgotten, not with what is kept.
+        with what is forgotten, not with what is kept. The store carries it out in
+        bounded chunks (`MemoryStore.delete_where`), so Recall and Remember are served
+        while a large Prune runs.
 
         With the archive, nothing moves: a long-term memory is in the archive from its
         expires_at on (see `_where`), and leaves it at its archive_expires_at. `archived`

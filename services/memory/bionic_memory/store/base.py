@@ -12,8 +12,9 @@ from typing import Any, Protocol
 # (archive_expires_at). Both are known when a memory is written, so moving into the
 # archive takes no write at all: the archive is the long-term memories past expires_at.
 TENANT_FIELD = "tenant"
-# Every index costs each deleted point a removal (Prune of 100k at 1M: about 0.6 s of CPU
-# per keyword index), so only what narrows a query is indexed: the speaker is not (it is
+# Every index costs each deleted point a removal (edge, 200k memories, payload in RAM:
+# about 1.2 us per keyword index and 1.3 us per instant index on top of 4.5 us for an
+# unindexed point), so only what narrows a query is indexed: the speaker is not (it is
 # matched only next to the content hash).
 KEYWORD_FIELDS = ("user", "tier", "content_hash")
 EXPIRES_FIELD = "expires_at"
@@ -103,7 +104,9 @@ class MemoryStore(Protocol):
     def delete(self, ids: Sequence[str]) -> None: ...
 
     def delete_where(self, where: Where) -> int:
-        """Delete every point matching `where`; return how many there were."""
+        """Delete every point matching `where`; return how many there were. A backend may
+        delete in several steps, so other calls interleave with a long delete; each point
+        is deleted only if it still matches `where` when its step runs."""
 
     def count(self, where: Where) -> int: ...
 
