@@ -12,7 +12,9 @@ unit vectors, so the numbers are the memory service's own cost. Stages:
   and promote 14 hits, search short-term memory, cluster suppression) for random users;
   plain filtered top-7 Search is the same-run baseline;
 * prune — `--expired` of the memories were last reinforced 40 days before the clock, so
-  one Prune forgets exactly them; the same-run baseline is counting them with the index;
+  one Prune forgets exactly them; the same-run baseline is counting them with the index.
+  Meanwhile a thread issues a Recall for a random user every 50 ms: their latencies show
+  whether Prune's chunked delete lets the chat path through;
 * resident memory — the process RSS growth from the empty store to the full one.
 
 The results go to the memory-scale section of docs/benchmarks.md (and --json).
@@ -28,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ from bionic_memory.store.edge import EdgeStore
 log = logging.getLogger("memory_scale")
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_800_000_000.0
+RECALL_GAP = 0.05  # seconds between the Recalls issued during Prune
 
 
 def rss_bytes() -> int:
@@ -187,16 +191,42 @@ def latencies(
     }
 
 
-def prune(service: MemoryService, store: EdgeStore) -> dict[str, float]:
-    """One Prune at NOW of long-term memory (forgotten or, with the archive, archived)."""
+def recalls_until(
+    done: threading.Event, service: MemoryService, args: argparse.Namespace, out: list[float]
+) -> None:
+    """Recall for random users every RECALL_GAP seconds until `done`; latencies to `out`."""
+    rng = np.random.default_rng(args.seed + 1)
+    n = 0
+    while not done.wait(RECALL_GAP):
+        scope = Scope("bench", f"user-{int(rng.integers(0, args.users))}")
+        query = unit_vectors(rng, 1, args.dimension)[0].tolist()
+        started = time.perf_counter()
+        service.recall(scope, f"during prune {n}", query, now=NOW)
+        out.append((time.perf_counter() - started) * 1e3)
+        n += 1
+
+
+def prune(service: MemoryService, store: EdgeStore, args: argparse.Namespace) -> dict[str, float]:
+    """One Prune at NOW of long-term memory (forgotten or, with the archive, archived),
+    with Recalls arriving meanwhile."""
     started = time.perf_counter()
     expired = store.count(Where(tier=Tier.LONG_TERM.value, expires_before=NOW))
     count_seconds = time.perf_counter() - started
+    done, recall_ms = threading.Event(), []
+    recaller = threading.Thread(target=recalls_until, args=(done, service, args, recall_ms))
+    recaller.start()
     started, cpu_started = time.perf_counter(), time.process_time()
-    pruned = service.prune(now=NOW, tier=Tier.LONG_TERM)
-    seconds = time.perf_counter() - started
-    cpu_seconds = time.process_time() - cpu_started
+    try:
+        pruned = service.prune(now=NOW, tier=Tier.LONG_TERM)
+    finally:
+        seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
+        done.set()
+        recaller.join()
     return {
+        "recalls_during": len(recall_ms),
+        "recall_max_ms": max(recall_ms, default=0.0),
+        "recall_p50_ms": percentile(recall_ms, 50) if recall_ms else 0.0,
         "expired": expired,
         "forgotten": pruned.forgotten_long_term,
         "archived": pruned.archived,
@@ -241,7 +271,10 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
             f"{pruned['seconds']:.2f} s",
             "≤ 5 s",
             f"counting them on the expires_at index {pruned['count_seconds'] * 1e3:.0f} ms; "
-            f"{pruned['cpu_seconds']:.2f} s of CPU",
+            f"{pruned['cpu_seconds']:.2f} s of CPU (all threads); "
+            f"{pruned['recalls_during']} Recalls served meanwhile (one per "
+            f"{RECALL_GAP * 1e3:.0f} ms): p50 {pruned['recall_p50_ms']:.1f} ms, "
+            f"max {pruned['recall_max_ms']:.1f} ms",
         ]
     )
     table.add(
@@ -319,7 +352,7 @@ def main() -> None:
         store = EdgeStore(folder, args.dimension)
         try:
             service = MemoryService(store, settings)
-            results["prune"] = prune(service, store)
+            results["prune"] = prune(service, store, args)
             log.info("prune: %s", results["prune"])
         finally:
             store.close()
