@@ -3,6 +3,7 @@ deletes a memory changed since it was found, and lets a Recall through while it 
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,7 @@ def test_a_reopened_store_keeps_its_payload_in_memory(tmp_path: Path) -> None:
         segment_configs = list((tmp_path / "shard" / "segments").glob("*/segment.json"))
         assert segment_configs
         for config in segment_configs:
-            assert '"payload_storage_type":{"type":"in_ram_mmap"}' in config.read_text()
+            payload = json.loads(config.read_text())["config"]["payload_storage_type"]
+            assert payload["type"] == "in_ram_mmap"
     finally:
         store.close()
