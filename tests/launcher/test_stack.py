@@ -114,3 +114,18 @@ def running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "\nState:\tZ" not in status
+
+
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_a_service_with_nice_runs_that_much_nicer_than_the_launcher(stack: Stack) -> None:
+    stack.specs["background"] = ServiceSpec(name="background", argv=SLEEPER, nice=7)
+    stack.start_service("sleeper")
+    stack.start_service("background")
+    plain, background = stack.pid("sleeper"), stack.pid("background")
+    assert plain is not None and background is not None
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert niceness(plain) == own
+    assert niceness(background) == min(own + 7, 19)

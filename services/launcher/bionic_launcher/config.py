@@ -24,4 +24,11 @@ class LauncherSettings(BaseSettings):
     broker_url: str | None = Field(None, description="Unset = SQLite in the data folder")
     startup_timeout: float = Field(180.0, gt=0)
     stop_timeout: float = Field(15.0, gt=0, description="SIGTERM to SIGKILL, per service")
+    background_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness of the decay worker and beat: their work after a turn (the "
+        "reply's store) gives the CPU to the next turn; 0 = the same as the other services",
+    )
     log_level: str = "INFO"

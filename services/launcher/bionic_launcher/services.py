@@ -22,6 +22,7 @@ class ServiceSpec:
     # host:port for gRPC health, or a URL for HTTP health
     health_target: str = ""
     log_file: str | None = None
+    nice: int = 0  # added to the launcher's niceness: background work yields the CPU
 
 
 def smollm2_path() -> str:
@@ -86,6 +87,9 @@ def plan(s: LauncherSettings) -> list[ServiceSpec]:
                     "BIONIC_EMBEDDER_METRICS_PORT": _metrics(s, 10 + i),
                     "BIONIC_EMBEDDER_LOG_LEVEL": s.log_level,
                     "HF_HUB_OFFLINE": "1",
+                    # torch's OpenMP threads otherwise spin after every parallel region:
+                    # 5-10x the CPU of a query's embedding, taken from the other services
+                    "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
                 },
                 health="grpc",
                 health_target=address,
@@ -125,6 +129,7 @@ def plan(s: LauncherSettings) -> list[ServiceSpec]:
             name="worker",
             argv=[py, "-m", "bionic_worker"],
             env={**worker_env, "BIONIC_WORKER_METRICS_PORT": _metrics(s, 3)},
+            nice=s.background_nice,
         )
     )
     specs.append(
@@ -132,6 +137,7 @@ def plan(s: LauncherSettings) -> list[ServiceSpec]:
             name="beat",
             argv=[py, "-m", "bionic_worker", "beat"],
             env={**worker_env, "BIONIC_WORKER_METRICS_PORT": "0"},
+            nice=s.background_nice,
         )
     )
     gateway_env = {

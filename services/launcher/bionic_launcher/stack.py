@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
@@ -38,6 +39,18 @@ def _die_with_parent() -> None:
     process: every child is therefore forked by the stack's one spawner thread."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _child_setup(nice: int) -> Callable[[], None]:
+    """What runs in a child before exec: `_die_with_parent`, and `nice` added to its
+    niceness (inherited by every thread it starts)."""
+
+    def setup() -> None:
+        _die_with_parent()
+        if nice:
+            os.nice(nice)
+
+    return setup
 
 
 class Stack:
@@ -128,10 +141,10 @@ class Stack:
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,  # the terminal's Ctrl-C reaches the launcher only
-            preexec_fn=_die_with_parent,
+            preexec_fn=_child_setup(spec.nice),
         )
         self._procs[spec.name] = proc
-        log.info("started %s (pid %d)", spec.name, proc.pid)
+        log.info("started %s (pid %d, nice +%d)", spec.name, proc.pid, spec.nice)
 
     # --- health --------------------------------------------------------------------------
 
