@@ -169,7 +169,7 @@ def test_a_recall_issued_during_a_long_prune_completes_before_the_prune_ends(
 
     def during_prune(deletes: int) -> None:
         if deletes == 1 and threading.current_thread().name == "prune":
-            threading.Thread(target=recall, name="recall").start()
+            threading.Thread(target=recall, name="recall", daemon=True).start()
             seen["waited"] = recall_done.wait(WAIT)
 
     spy.after_delete = during_prune
@@ -177,6 +177,7 @@ def test_a_recall_issued_during_a_long_prune_completes_before_the_prune_ends(
     prune = threading.Thread(
         target=lambda: result.update(pruned=service.prune(now=NOW, tier=Tier.LONG_TERM)),
         name="prune",
+        daemon=True,
     )
     prune.start()
     prune.join(WAIT)
