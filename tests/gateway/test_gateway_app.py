@@ -273,3 +273,9 @@ def test_history_is_cut_only_when_memories_are_injected(upstream: RecordingUpstr
         "a2",
         "u3",
     ]
+
+
+def test_the_last_request_id_header_is_the_one_kept(upstream: RecordingUpstream) -> None:
+    with gateway(settings(upstream)) as c:
+        reply = c.get("/health", headers=[("x-request-id", "first"), ("x-request-id", "last")])
+    assert reply.headers.get_list("x-request-id") == ["last"]

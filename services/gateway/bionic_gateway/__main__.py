@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import uvicorn
@@ -19,11 +20,17 @@ def main() -> None:
     # httpx logs every upstream call at INFO: a second line per chat turn, beside the
     # gateway's own access line, written on the event loop.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    app = create_app(settings)
+    # What is alive now (modules, routes, models: ~100k objects) lives as long as the
+    # process: out of the collector's sight, a full collection no longer walks it on a
+    # chat turn (one every few turns, ~0.7 ms each).
+    gc.freeze()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
+        access_log=False,  # the gateway logs its own access line, with the request id
         timeout_graceful_shutdown=10,
     )
 

@@ -1,8 +1,16 @@
-"""Prometheus metrics of the gateway (names are a contract: dashboards and alerts use them)."""
+"""Prometheus metrics of the gateway (names are a contract: dashboards and alerts use them).
+
+The children a chat turn touches are bound once here: `labels()` takes a lock and builds
+a key on every call, several times per turn otherwise.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+STAGES = ("embed", "recall", "upstream_first_byte", "total")
+TURN_OUTCOMES = ("on", "read_only", "off", "degraded")
+TOKEN_KINDS = ("prompt", "completion")
 
 SECONDS_BUCKETS = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30, 60, 120,
@@ -67,3 +75,22 @@ class GatewayMetrics:
             ["status"],
             registry=registry,
         )
+        self.stage = {name: self.stage_seconds.labels(name) for name in STAGES}
+        self.token_kinds = {kind: self.tokens.labels(kind) for kind in TOKEN_KINDS}
+        self._turns = {
+            (outcome, stream): self.turns.labels(outcome, str(stream).lower())
+            for outcome in TURN_OUTCOMES
+            for stream in (False, True)
+        }
+        # (method, route template, status): finite sets, so this stays small
+        self._requests: dict[tuple[str, str, int], Counter] = {}
+
+    def turn(self, outcome: str, stream: bool) -> None:
+        self._turns[(outcome, stream)].inc()
+
+    def request(self, method: str, route: str, status: int) -> None:
+        key = (method, route, status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(method, route, str(status))
+        child.inc()

@@ -169,8 +169,8 @@ class Recaller:
         turn.recalled = found.memories
         turn.embed_seconds = embedded_at - started
         turn.recall_seconds = time.perf_counter() - embedded_at
-        self._metrics.stage_seconds.labels("embed").observe(turn.embed_seconds)
-        self._metrics.stage_seconds.labels("recall").observe(turn.recall_seconds)
+        self._metrics.stage["embed"].observe(turn.embed_seconds)
+        self._metrics.stage["recall"].observe(turn.recall_seconds)
         return turn
 
     def _outlive(self, recall: asyncio.Task[Recall], turn: TurnMemory) -> None:

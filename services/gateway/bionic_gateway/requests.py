@@ -15,6 +15,7 @@ from bionic_gateway.metrics import GatewayMetrics
 log = logging.getLogger("bionic_gateway.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+_HEADER = REQUEST_ID_HEADER.encode()
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -56,9 +57,10 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = (
-            dict(scope.get("headers", [])).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        )
+        given = ""
+        for name, value in scope.get("headers", ()):
+            if name == _HEADER:  # the last one counts
+                given = value.decode("latin-1")
         request_id = given if _VALID_ID.match(given) else uuid.uuid4().hex
         token = _request_id.set(request_id)
         started = time.perf_counter()
@@ -68,10 +70,8 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [
-                    (k, v) for k, v in message.get("headers", []) if k != REQUEST_ID_HEADER.encode()
-                ]
-                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                headers = [(k, v) for k, v in message.get("headers", ()) if k != _HEADER]
+                headers.append((_HEADER, request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -81,7 +81,7 @@ class RequestContext:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.request(scope["method"], path, status)
             log.info(
                 "method=%s route=%s status=%d ms=%.1f",
                 scope["method"],

@@ -6,6 +6,7 @@ to find the user's words, but sends the client's own JSON upstream (less `bionic
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -110,7 +111,7 @@ class ChatCompletionRequest(BaseModel):
     def last_user_text(self) -> str:
         return last_user_text(self.messages)
 
-    def controls(self, headers: dict[str, str]) -> Controls:
+    def controls(self, headers: Mapping[str, str]) -> Controls:
         """The memory controls of this request: its body field, else its headers."""
         options = self.bionic_memory or MemoryOptions()
         return Controls(

@@ -40,4 +40,4 @@ async def chat_completions(
     who: Annotated[Caller, Depends(caller)],
 ) -> Response:
     raw: dict[str, Any] = await http.json()  # forwarded as sent, unknown fields included
-    return await service.complete(raw, body, who, dict(http.headers))
+    return await service.complete(raw, body, who, http.headers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +82,7 @@ class ChatService:
         body: dict[str, Any],
         request: ChatCompletionRequest,
         caller: Caller,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
     ) -> Response:
         started = time.perf_counter()
         request_id = current_request_id()
@@ -101,16 +102,16 @@ class ChatService:
             "POST", "chat/completions", caller, json_body=upstream_body
         )
         first_byte = time.perf_counter() - sent
-        self._metrics.stage_seconds.labels("upstream_first_byte").observe(first_byte)
+        self._metrics.stage["upstream_first_byte"].observe(first_byte)
         stream = bool(request.stream)
-        self._metrics.turns.labels(turn.outcome, str(stream).lower()).inc()
+        self._metrics.turn(turn.outcome, stream)
         out_headers = {MEMORY_HEADER: turn.header()}
         if reply.status_code != 200:
             self._metrics.upstream_errors.labels(str(reply.status_code)).inc()
         if reply.status_code != 200 or not stream:
             content = await self._upstream.read(reply)
             total = time.perf_counter() - started
-            self._metrics.stage_seconds.labels("total").observe(total)
+            self._metrics.stage["total"].observe(total)
             out_headers["server-timing"] = _server_timing(turn, first_byte, total)
             if reply.status_code == 200:
                 answer, usage = _reply_parts(content)
@@ -123,7 +124,7 @@ class ChatService:
         events = EventStream(collector.event)
 
         async def finish() -> None:  # after the last byte, or after the client left
-            self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
+            self._metrics.stage["total"].observe(time.perf_counter() - started)
             self._count_tokens(collector.usage)
             if events.done and collector.text and turn.stores:
                 self._queue.remember_exchange(scope, collector.text, request_id)
@@ -138,10 +139,10 @@ class ChatService:
     def _count_tokens(self, usage: dict[str, Any] | None) -> None:
         if not usage:
             return
-        for kind in ("prompt", "completion"):
+        for kind, counter in self._metrics.token_kinds.items():
             value = usage.get(f"{kind}_tokens")
             if isinstance(value, int) and value > 0:
-                self._metrics.tokens.labels(kind).inc(value)
+                counter.inc(value)
 
 
 def _reply_parts(content: bytes) -> tuple[str, dict[str, Any] | None]:
