@@ -1,11 +1,12 @@
-"""A task Redis is handing to the worker when it goes away is not lost.
+"""A task Redis is handing to the worker when it goes away is not lost, nor held back.
 
 Kombu's stock Redis transport takes a message with BRPOP (off its list, in the append-only
 file) and records it as unacknowledged with a second command once the reply arrived.
-Each test cuts that hand-over on a real redis-server, the two ways a stopped Redis cuts it:
-the reply of the take never arrives, or Redis is gone when the worker records what it took.
-The stock transport loses the task both ways; the worker's `GuardedRedisTransport` keeps
-it in Redis and delivers it again."""
+Each test cuts that hand-over on a real redis-server, the ways a stopped Redis cuts it:
+the reply of the take never arrives, Redis is gone when the worker records what it took,
+or the reply of the record never arrives. The stock transport loses the task the first two
+ways and holds it until the visibility timeout the third; the worker's
+`GuardedRedisTransport` keeps it in Redis and delivers it (again)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from tests.support.stack import AofRedis
 
 QUEUE = "tasks"
 TRANSPORTS = [
-    pytest.param(kombu_redis.Transport, False, id="stock-loses"),
-    pytest.param(GuardedRedisTransport, True, id="guarded-keeps"),
+    pytest.param(kombu_redis.Transport, False, id="stock"),
+    pytest.param(GuardedRedisTransport, True, id="guarded"),
 ]
 QUICK_HANDOVER = {"handover_timeout": 0.5}  # a cut hand-over is put back 0.5 s later
 
@@ -42,13 +43,15 @@ def broker(tmp_path: Path) -> Iterator[AofRedis]:
 
 
 class CuttingProxy:
-    """A TCP proxy in front of Redis that drops the first reply carrying `marker` and
-    closes that connection: Redis ran the command, its client never hears the answer (as
-    when Redis stops before it writes its replies out, or the network drops)."""
+    """A TCP proxy in front of Redis that drops the first reply carrying `marker` (or, with
+    `after_request`, every reply after the first request carrying it) and closes that
+    connection: Redis ran the command, its client never hears the answer (as when Redis
+    stops before it writes its replies out, or the network drops)."""
 
-    def __init__(self, redis_port: int, marker: bytes) -> None:
+    def __init__(self, redis_port: int, marker: bytes, after_request: bool = False) -> None:
         self.redis_port = redis_port
         self.marker = marker
+        self.after_request = after_request
         self.cut = threading.Event()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
@@ -64,15 +67,21 @@ class CuttingProxy:
             except OSError:
                 return  # closed
             upstream = socket.create_connection(("127.0.0.1", self.redis_port))
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+            cut = threading.Event()  # this connection's replies are dropped from now on
+            for args in ((client, upstream, False, cut), (upstream, client, True, cut)):
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, replies: bool, cut: threading.Event
+    ) -> None:
         try:
             while data := source.recv(65536):
-                if replies and self.marker in data and not self.cut.is_set():
+                marked = self.marker in data and not self.cut.is_set()
+                if replies and (cut.is_set() or (marked and not self.after_request)):
                     self.cut.set()
                     break
+                if not replies and marked and self.after_request:
+                    cut.set()
                 sink.sendall(data)
         except OSError:
             pass
@@ -121,9 +130,11 @@ def consume(
     transport: type = GuardedRedisTransport,
     options: dict[str, Any] | None = None,
     wait: float = 30,
+    received: list[Any] | None = None,
 ) -> list[Any]:
-    """Receive and acknowledge `count` messages (or what came within `wait` seconds)."""
-    received: list[Any] = []
+    """Receive and acknowledge `count` messages (or what came within `wait` seconds), into
+    `received` when given (to see what came before an error)."""
+    received = [] if received is None else received
 
     def on_message(body: Any, message: Message) -> None:
         received.append(body)
@@ -177,17 +188,45 @@ def test_a_take_redis_stops_before_it_is_recorded_is_delivered_again(
 
     marker = f"record-failed-{uuid.uuid4()}"
     publish(broker.url, marker)
+    received: list[Any] = []
     try:
-        with pytest.raises(redis.ConnectionError):
-            consume(broker.url, [QUEUE], 1, StopsRedisOnDelivery)
+        with pytest.raises(redis.ConnectionError):  # the stock record, or the ack
+            consume(broker.url, [QUEUE], 1, StopsRedisOnDelivery, received=received)
     finally:
         broker.start()
     if not keeps:
+        assert received == []  # the record failed before the task could run
         assert where(broker.url, marker) == []
         return
-    assert where(broker.url, marker) == ["unacked_handover"]
+    assert received == [{"marker": marker}]  # it ran all the same
+    assert where(broker.url, marker) == ["unacked_handover"]  # and comes once more
     assert consume(broker.url, [QUEUE], 1, options=QUICK_HANDOVER) == [{"marker": marker}]
     assert where(broker.url, marker) == []
+
+
+@pytest.mark.parametrize(("transport", "runs"), TRANSPORTS)
+def test_a_take_whose_record_is_not_answered_runs_at_once(
+    broker: AofRedis, transport: type, runs: bool
+) -> None:
+    """Redis wrote the record (the message is in unacked) but its answer is lost: the
+    stock transport does not run the task, which waits out the visibility timeout (600 s
+    in the worker); the guarded one runs it (and acknowledges it on a new connection)."""
+    marker = f"record-unanswered-{uuid.uuid4()}"
+    publish(broker.url, marker)
+    proxy = CuttingProxy(broker.port, marker.encode(), after_request=True)
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    try:
+        if runs:
+            assert consume(url, [QUEUE], 1, transport) == [{"marker": marker}]
+        else:
+            received: list[Any] = []
+            with pytest.raises(redis.ConnectionError):
+                consume(url, [QUEUE], 1, transport, received=received)
+            assert received == []
+    finally:
+        proxy.close()
+    assert proxy.cut.is_set()
+    assert where(broker.url, marker) == ([] if runs else ["unacked"])
 
 
 def test_priorities_and_several_queues_are_all_consumed(broker: AofRedis) -> None:

@@ -28,7 +28,9 @@ script that moves the message from its list into a hand-over hash (with the time
 so it is in Redis at every instant; once the worker has it, one MULTI/EXEC moves it from the
 hand-over to kombu's unacked set, where the usual acknowledgement and visibility timeout
 take over. An entry left in the hand-over for `handover_timeout` seconds (its reply was
-lost, or its worker died before recording it) is put back at the head of its list. The
+lost, or its worker died before recording it) is put back at the head of its list. A
+record cut by a lost connection does not hold the task back: it runs at once, and is
+delivered once more later from wherever the record left it (tasks are idempotent). The
 wait for a message is a BLMOVE of the first list onto itself (no message moves); other
 lists — priorities, further queues — are looked at every `brpop_timeout` second.
 """
@@ -266,13 +268,19 @@ class HandOverQoS(kombu_redis.QoS):
         delivery = message.delivery_info
         record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
         channel = self.channel
-        with channel.conn_or_acquire() as client, client.pipeline() as pipe:
-            # MULTI/EXEC: the message is in the hand-over or in unacked, never in neither
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
-            pipe.hset(self.unacked_key, delivery_tag, record)
-            pipe.hdel(channel.handover_key, delivery_tag)
-            pipe.zrem(channel.handover_index_key, delivery_tag)
-            pipe.execute()
+        try:
+            with channel.conn_or_acquire() as client, client.pipeline() as pipe:
+                # MULTI/EXEC: the message is in the hand-over or in unacked, never in neither
+                pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+                pipe.hset(self.unacked_key, delivery_tag, record)
+                pipe.hdel(channel.handover_key, delivery_tag)
+                pipe.zrem(channel.handover_index_key, delivery_tag)
+                pipe.execute()
+        except channel.connection_errors as exc:
+            # Redis went away with the record in flight, written or not: the task runs now
+            # rather than wait in the hand-over or, written, in unacked until the
+            # visibility timeout; either delivers it again later (tasks are idempotent).
+            log.warning("task %s taken but its record failed (%r): run anyway", delivery_tag, exc)
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
