@@ -105,6 +105,40 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def user_history(
+    rng: np.random.Generator,
+    user: int,
+    per_user: int,
+    dimension: int,
+    expired_every: int,
+    lifetime: float,
+) -> tuple[Scope, list[Exported]]:
+    """One user's memories as Import takes them: every `expired_every`-th memory of all
+    users (none if 0) was last reinforced 1.5 lifetimes before NOW, so it is expired then;
+    the others within the last half lifetime."""
+    scope = Scope("bench", f"user-{user}")
+    vectors = unit_vectors(rng, per_user, dimension).tolist()
+    ages = rng.uniform(0, lifetime / 2, per_user)
+    items = []
+    for j in range(per_user):
+        i = user * per_user + j
+        old = bool(expired_every) and i % expired_every == 0
+        t = NOW - (1.5 * lifetime if old else float(ages[j]))
+        memory = Memory(
+            id="",
+            scope=scope,
+            role=Role.USER if j % 2 else Role.ASSISTANT,
+            tier=Tier.LONG_TERM,
+            text=f"memory {j} of user {user}: something worth remembering",
+            created_at=t,
+            updated_at=t,
+            strength=1.0,
+            metadata={"i": i},
+        )
+        items.append(Exported(memory, vectors[j]))
+    return scope, items
+
+
 def ingest(
     service: MemoryService, rng: np.random.Generator, args: argparse.Namespace, lifetime: float
 ) -> dict[str, float]:
@@ -116,26 +150,7 @@ def ingest(
     seconds = cpu = 0.0  # inside import_batch only: generating the data is not ingest
     written = 0
     for user in range(args.users):
-        scope = Scope("bench", f"user-{user}")
-        vectors = unit_vectors(rng, per_user, args.dimension).tolist()
-        ages = rng.uniform(0, lifetime / 2, per_user)
-        items = []
-        for j in range(per_user):
-            i = user * per_user + j
-            old = bool(expired_every) and i % expired_every == 0
-            t = NOW - (1.5 * lifetime if old else float(ages[j]))
-            memory = Memory(
-                id="",
-                scope=scope,
-                role=Role.USER if j % 2 else Role.ASSISTANT,
-                tier=Tier.LONG_TERM,
-                text=f"memory {j} of user {user}: something worth remembering",
-                created_at=t,
-                updated_at=t,
-                strength=1.0,
-                metadata={"i": i},
-            )
-            items.append(Exported(memory, vectors[j]))
+        scope, items = user_history(rng, user, per_user, args.dimension, expired_every, lifetime)
         started, cpu_started = time.perf_counter(), time.process_time()
         imported, _ = service.import_batch(scope, items)
         seconds += time.perf_counter() - started
