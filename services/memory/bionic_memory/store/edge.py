@@ -52,8 +52,10 @@ class EdgeStore:
             # page cache on flush. Deleting a point reads its payload (to unindex it), so a
             # Prune was one random 4 KiB read from disk per forgotten memory (100k at 1M:
             # 8.2 s, 5.7 s of CPU; 20k at 200k: 1.30 s, 0.77 s of CPU, and 0.32 s with the
-            # payload in RAM). Costs the payload's size in resident memory. Applies to the
-            # segments the engine creates from now on: an older shard keeps its cold ones.
+            # payload in RAM). Costs the payload's size in resident memory (on tmpfs also its
+            # file's preallocated pages: 32 MiB more for an empty store). Applies to the
+            # segments the engine creates from now on: an older shard keeps its cold ones
+            # (EdgeShard.optimize() would convert them, but builds HNSW graphs: 8.9 s at 20k).
             payload_memory=qe.Memory.Cached,
         )
         if os.path.isdir(shard_dir) and os.listdir(shard_dir):
