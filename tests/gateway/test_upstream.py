@@ -10,8 +10,9 @@ import pytest
 
 from bionic_gateway.config import GatewaySettings
 from bionic_gateway.errors import OpenAIError
-from bionic_gateway.upstream import Upstream
+from bionic_gateway.upstream import PARSED_URLS, Upstream
 from tests.reliability.faulty_upstream import KEPT_ALIVE_CONTENT, KeepAliveCloser
+from tests.support.recording_upstream import RecordingUpstream
 
 CHAT = {"model": "closer", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -93,3 +94,22 @@ async def test_cookies_the_upstream_sets_are_not_kept_for_the_next_caller() -> N
     upstream.client.cookies.extract_cookies(answer)
     assert not upstream.client.cookies
     await upstream.close()
+
+
+async def test_every_path_reaches_its_url_past_the_parsed_ones(
+    upstream: RecordingUpstream,
+) -> None:
+    """The first PARSED_URLS paths are parsed once and kept, later ones each time, and a
+    query is never kept: each request still goes where its path and query say."""
+    client = Upstream(GatewaySettings(upstream_base_url=upstream.base_url))
+    sent = [(f"files/f{n}", "") for n in range(PARSED_URLS + 2)]
+    sent += [("files/f0", "limit=2"), ("files/f0", "limit=3"), ("/files/f1", "")]
+    try:
+        for path, params in sent + sent[:2]:
+            reply = await client.send("GET", path, None, params=params)
+            assert reply.status_code == 200
+            await client.read(reply)
+    finally:
+        await client.close()
+    seen = [(r["body"]["path"], r["body"]["query"]) for r in upstream.requests]
+    assert seen == [(p.lstrip("/"), q) for p, q in sent + sent[:2]]

@@ -49,6 +49,16 @@ DROP_REQUEST_HEADERS = {
 
 # Failures of a kept-alive connection that the upstream closed before it read the request.
 STALE_CONNECTION_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+PARSED_URLS = 64  # upstream URLs kept parsed (chat's, and the first pass-through paths)
+
+
+class NoCookies(httpx.Cookies):
+    """A client's cookie store that keeps nothing the upstream sets: one client serves every
+    tenant, so a cookie set for one must never be sent for another. (A cookie policy that
+    refuses every cookie does the same after building two urllib objects per response.)"""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
 
 
 class ConnectionTrace:
@@ -76,8 +86,10 @@ class Upstream:
             ),
         )
         # One client serves every tenant: a cookie the upstream set for one must never be
-        # sent for another.
+        # sent for another. httpx has no public way to give a client its own Cookies class.
+        self.client._cookies = NoCookies()
         self.client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        self._parsed: dict[str, httpx.URL] = {}
 
     def headers(self, caller: Caller | None = None) -> dict[str, str]:
         """The upstream's authorization: the server's key, or the caller's own in pass-through."""
@@ -86,6 +98,17 @@ class Upstream:
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _parsed_url(self, path: str, params: str) -> httpx.URL:
+        """The URL of `path`, parsed once for the first few paths without a query."""
+        if params:
+            return httpx.URL(f"{self.url(path)}?{params}")
+        found = self._parsed.get(path)
+        if found is None:
+            found = httpx.URL(self.url(path))
+            if len(self._parsed) < PARSED_URLS:
+                self._parsed[path] = found
+        return found
 
     async def send(
         self,
@@ -107,10 +130,12 @@ class Upstream:
         unreachable upstream 502 (OpenAI-shaped errors).
         """
 
+        url = self._parsed_url(path, params)
+
         def build(trace: ConnectionTrace | None) -> httpx.Request:
             return self.client.build_request(
                 method,
-                self.url(path) + (f"?{params}" if params else ""),
+                url,
                 json=json_body,
                 content=content,
                 headers={**(headers or {}), **self.headers(caller)},
