@@ -9,9 +9,22 @@ stages: embed, recall, upstream (first byte) and the server-side total.
 
 The gateway's own added time per turn is total − embed − recall − upstream, where total is
 what the client measured (to the last byte), all of the same turn; its p50 at concurrency
-1 is the number the target (≤ 3 ms) is about. Two more targets use the same gateway with
-per-request memory controls: `gateway-read-only` recalls but stores nothing (so no reply is
-queued and the worker stays idle), `gateway-off` is the proxy alone.
+1 is the number the target (≤ 3 ms) is about. Beside it, "besides memory" is total −
+embed − recall alone: it keeps the upstream call, which holds the gateway's own HTTP client
+work as well as the model's time (≈ the direct row). Two more targets use the same gateway
+with per-request memory controls: `gateway-read-only` recalls but stores nothing (so no
+reply is queued and the worker stays idle), `gateway-off` is the proxy alone. The gateway
+logs at the launcher's level (INFO, its access line per request), as deployed.
+
+Turns are sent back to back (the next as soon as the last byte of one came), and at
+concurrency 1 also paced (`--think`: a pause after each turn, as a person reading the answer
+makes), where the worker's follow-up of a turn (the reply's embedding and store) has ended
+before the next turn starts. Each run also reports the CPU time every process spent per
+measured turn (from /proc: user + system, all threads), which depends far less than
+latency on what else the machine is doing. `--variant` runs the gateway targets once per
+change of the stack (a service's niceness or environment, the services restarted with it),
+`--rounds` alternates the variants that many times (compared under the same drift of a
+shared machine's load), `--profile FILE` runs the gateway under cProfile.
 
     .venv/bin/python bench/gateway_overhead.py [--turns 300] [--concurrency 1 32]
 """
@@ -20,9 +33,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import os
+import pstats
 import statistics
 import subprocess
 import sys
@@ -30,12 +45,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bionic_launcher.services import ServiceSpec  # noqa: E402
 from bionic_launcher.stack import Stack  # noqa: E402
 from tests.support.ports import free_ports  # noqa: E402
 from tests.support.stack import stack_settings, wait_for  # noqa: E402
@@ -43,6 +60,10 @@ from tests.support.stack import stack_settings, wait_for  # noqa: E402
 log = logging.getLogger("bench.gateway_overhead")
 STAGES = ("embed", "recall", "upstream", "total")
 MODES = {"gateway-read-only": "read-only", "gateway-off": "off"}
+TARGETS = ("direct", "gateway", "gateway-read-only", "gateway-off")
+PROCESSES = ("gateway", "embedder", "memory", "worker", "upstream", "client")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RESTART_SETTLE_SECONDS = 8.0
 
 
 @dataclass
@@ -50,13 +71,52 @@ class Run:
     target: str
     stream: bool
     concurrency: int
+    think: float = 0.0  # seconds between one turn's last byte and the next turn
+    variant: str = ""  # how the run changed the stack, if it did (see `variants`)
     seconds: float = 0.0
     errors: int = 0
     latencies: list[float] = field(default_factory=list)  # client side, to the last byte
     stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     own: list[float] = field(default_factory=list)  # total − embed − recall − upstream
+    besides: list[float] = field(default_factory=list)  # total − embed − recall
     server_own: list[float] = field(default_factory=list)  # the same inside the handler
     degraded: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # ms of CPU per measured turn
+
+    def merge(self, other: Run) -> None:
+        """Add another round of the same row (its CPU per turn averaged by turns)."""
+        turns, more = len(self.latencies), len(other.latencies)
+        self.cpu = {
+            name: (self.cpu[name] * turns + other.cpu[name] * more) / max(turns + more, 1)
+            for name in self.cpu
+        }
+        self.seconds += other.seconds
+        self.errors += other.errors
+        self.degraded += other.degraded
+        self.latencies += other.latencies
+        self.own += other.own
+        self.besides += other.besides
+        self.server_own += other.server_own
+        for stage in STAGES:
+            self.stages[stage] += other.stages[stage]
+
+    @property
+    def label(self) -> str:
+        paced = f", paced {self.think * 1000:.0f} ms" if self.think else ""
+        variant = f", {self.variant}" if self.variant else ""
+        return f"{'stream' if self.stream else 'non-stream'}{paced}{variant}"
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process (all its threads); the bench's own without pid."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def timing(header: str) -> dict[str, float]:
@@ -95,11 +155,14 @@ async def turn(client: httpx.AsyncClient, run: Run, user: str, n: int) -> None:
     stages["total"] = stages.get("total", elapsed)
     for name in STAGES:
         run.stages[name].append(stages.get(name, 0.0))
-    run.own.append(elapsed - stages["embed"] - stages["recall"] - stages["upstream"])
+    run.besides.append(elapsed - stages["embed"] - stages["recall"])
+    run.own.append(run.besides[-1] - stages["upstream"])
     run.degraded += reply.headers.get("x-bionic-memory") == "degraded"
 
 
-async def measure(base_url: str, run: Run, turns: int, warmup: int) -> Run:
+async def measure(
+    base_url: str, run: Run, turns: int, warmup: int, pids: dict[str, int | None]
+) -> Run:
     limits = httpx.Limits(
         max_connections=run.concurrency, max_keepalive_connections=run.concurrency
     )
@@ -116,10 +179,21 @@ async def measure(base_url: str, run: Run, turns: int, warmup: int) -> Run:
         async def worker(w: int) -> None:
             for n in counter:
                 await turn(client, run, f"bench-{w}", n)
+                if run.think:
+                    await asyncio.sleep(run.think)
 
+        if run.think:  # the warm-up's follow-ups end before the first measured turn
+            await asyncio.sleep(1.0)
+        cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
         started = time.perf_counter()
         await asyncio.gather(*(worker(w) for w in range(run.concurrency)))
         run.seconds = time.perf_counter() - started
+        if run.think:  # the last turn's follow-up belongs to this run
+            await asyncio.sleep(1.0)
+        run.cpu = {
+            name: (cpu_seconds(pid) - cpu[name]) * 1000 / max(len(run.latencies), 1)
+            for name, pid in pids.items()
+        }
     return run
 
 
@@ -132,24 +206,31 @@ def pct(values: list[float], q: float) -> float:
 
 def report(runs: list[Run]) -> str:
     rows = [
+        "Rows are back to back (each turn sent as soon as the last byte of the one before "
+        "came, so the worker's follow-up of a memory-on turn runs during the next one) "
+        "unless their mode says paced N ms (a pause of N ms after each turn, as a person "
+        "reading the answer makes: the follow-up is over when the next turn starts).",
+        "",
         "| target | mode | c | turns/s | p50 ms | p90 ms | p99 ms | errors |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         rows.append(
-            f"| {r.target} | {'stream' if r.stream else 'non-stream'} | {r.concurrency} | "
+            f"| {r.target} | {r.label} | {r.concurrency} | "
             f"{len(r.latencies) / r.seconds:.0f} | {pct(r.latencies, 0.5):.2f} | "
             f"{pct(r.latencies, 0.9):.2f} | {pct(r.latencies, 0.99):.2f} | {r.errors} |"
         )
     rows += [
         "",
         "Gateway per-stage p50 / p90 (ms; upstream = to the upstream's first byte; "
-        "own added = client total − embed − recall − upstream; handler own = the same "
-        "with the handler's total, non-stream only):",
+        "own added = client total − embed − recall − upstream, what the target is about; "
+        "besides memory = client total − embed − recall, the same with the upstream call in "
+        "it (the model's own time, ≈ the direct row, and the gateway's HTTP client work); "
+        "handler own = own added with the handler's total, non-stream only):",
         "",
         "| target | mode | c | embed | recall | upstream | server total | own added "
-        "| handler own | degraded |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| besides memory | handler own | degraded |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         if not r.target.startswith("gateway"):
@@ -159,22 +240,39 @@ def report(runs: list[Run]) -> str:
             for s in ("embed", "recall", "upstream", "total")
         ]
         rows.append(
-            f"| {r.target} | {'stream' if r.stream else 'non-stream'} | {r.concurrency} | "
+            f"| {r.target} | {r.label} | {r.concurrency} | "
             + " | ".join(cells)
             + f" | {pct(r.own, 0.5):.2f} / {pct(r.own, 0.9):.2f}"
+            + f" | {pct(r.besides, 0.5):.2f} / {pct(r.besides, 0.9):.2f}"
             + f" | {pct(r.server_own, 0.5):.2f} / {pct(r.server_own, 0.9):.2f} | {r.degraded} |"
         )
-    direct = {(r.stream, r.concurrency): r for r in runs if r.target == "direct"}
+    rows += [
+        "",
+        "CPU per measured turn (ms, user + system of each process, all threads; worker = the "
+        "decay worker, client = this bench's HTTP client; a turn's follow-up by the worker "
+        "and the services it calls is counted in the run it belongs to only approximately "
+        "for back-to-back runs):",
+        "",
+        "| target | mode | c | " + " | ".join(PROCESSES) + " |",
+        "|---|---|---:|" + "---:|" * len(PROCESSES),
+    ]
+    for r in runs:
+        rows.append(
+            f"| {r.target} | {r.label} | {r.concurrency} | "
+            + " | ".join(f"{r.cpu.get(p, float('nan')):.2f}" for p in PROCESSES)
+            + " |"
+        )
+    direct = {(r.stream, r.concurrency, r.think): r for r in runs if r.target == "direct"}
     rows += ["", "Client-side p50 difference gateway − direct, and what memory explains:", ""]
     for r in runs:
-        if r.target.startswith("gateway") and (r.stream, r.concurrency) in direct:
-            d = direct[(r.stream, r.concurrency)]
+        if r.target.startswith("gateway") and (r.stream, r.concurrency, r.think) in direct:
+            d = direct[(r.stream, r.concurrency, r.think)]
             added = pct(r.latencies, 0.5) - pct(d.latencies, 0.5)
             memory = statistics.median(
                 e + c for e, c in zip(r.stages["embed"], r.stages["recall"], strict=True)
             )
             rows.append(
-                f"- {r.target}, {'stream' if r.stream else 'non-stream'}, c={r.concurrency}: "
+                f"- {r.target}, {r.label}, c={r.concurrency}: "
                 f"+{added:.2f} ms "
                 f"(embed + recall p50 {memory:.2f} ms, the rest {added - memory:.2f} ms)"
             )
@@ -186,9 +284,43 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=300, help="measured turns per run")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument(
+        "--think",
+        type=float,
+        nargs="*",
+        default=[100.0],
+        help="also run c=1 paced: ms of pause after each turn (none: back to back only)",
+    )
+    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
+    parser.add_argument(
+        "--modes", nargs="+", choices=("non-stream", "stream"), default=["non-stream", "stream"]
+    )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        default=[],
+        metavar="'SERVICES SETTING=VALUE'",
+        help="run the gateway targets once per variant of the stack, each a change of the "
+        "launcher's: 'worker,beat nice=0' (niceness), 'embedder OMP_WAIT_POLICY=unset' "
+        "(an environment variable; unset removes it), several joined by '; ', or 'as "
+        "launched'; default: the stack as launched, once",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure the variants this many times in turn, each row the union of its "
+        "rounds: variants compared under the same drift of the machine's load",
+    )
     parser.add_argument("--broker", default=None, help="broker URL; default SQLite in the data dir")
     parser.add_argument(
         "--memory-deadline", default="5", help="gateway memory deadline (s) for the run"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="run the gateway under cProfile (CPU time of its event loop's thread), stats here",
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
@@ -209,29 +341,55 @@ def main() -> None:
         name: replace(spec, log_file=str(data / "logs" / f"{name}.log"))
         for name, spec in stack.specs.items()
     }
-    stack.specs["gateway"].env.update(
-        {
-            "BIONIC_GATEWAY_MEMORY_DEADLINE": args.memory_deadline,
-            "BIONIC_GATEWAY_LOG_LEVEL": "WARNING",
-        }
-    )
+    # The gateway logs at the launcher's level (INFO: its one access line per request), as
+    # deployed, into its log file.
+    stack.specs["gateway"].env["BIONIC_GATEWAY_MEMORY_DEADLINE"] = args.memory_deadline
+    if args.profile:  # uvicorn re-raises SIGTERM after its shutdown: to a no-op here
+        stack.specs["gateway"] = replace(
+            stack.specs["gateway"],
+            argv=[
+                sys.executable,
+                "-c",
+                "import cProfile, signal, sys, time; from bionic_gateway.__main__ import main; "
+                "signal.signal(signal.SIGTERM, lambda *_: None); "
+                "profile = cProfile.Profile(time.thread_time); profile.runcall(main); "
+                "profile.dump_stats(sys.argv[1])",
+                str(args.profile.resolve()),
+            ],
+        )
     runs: list[Run] = []
     try:
         wait_for(lambda: _up(upstream_url), timeout=20)
         stack.start()
         gateway_url = f"http://{settings.host}:{settings.gateway_port}/v1"
+        urls = dict.fromkeys(TARGETS, gateway_url) | {"direct": upstream_url}
+        original = dict(stack.specs)
+        changes = {v: variant_change(v) for v in args.variant} or {"": {}}
+        changed: set[str] = set()
+        found: dict[tuple[str, bool, int, float, str], Run] = {}
         for concurrency in args.concurrency:
-            for stream in (False, True):
-                targets = (
-                    ("direct", upstream_url),
-                    ("gateway", gateway_url),
-                    ("gateway-read-only", gateway_url),
-                    ("gateway-off", gateway_url),
-                )
-                for target, url in targets:
-                    run = Run(target, stream, concurrency)
-                    log.info("%s stream=%s c=%d", target, stream, concurrency)
-                    runs.append(asyncio.run(measure(url, run, args.turns, args.warmup)))
+            paces = [0.0] + ([t / 1000 for t in args.think] if concurrency == 1 else [])
+            for think, stream in itertools.product(paces, (m == "stream" for m in args.modes)):
+                for _, (n, (variant, change)) in itertools.product(
+                    range(args.rounds), enumerate(changes.items())
+                ):
+                    if variant:
+                        _restart(stack, original, change, changed)
+                        changed = set(change)
+                    for target in args.targets:
+                        if n and target == "direct":  # once: the stack does not change it
+                            continue
+                        run = Run(target, stream, concurrency, think, variant)
+                        log.info("%s %s c=%d", target, run.label, concurrency)
+                        pids = {name: stack.pid(name) for name in PROCESSES[:4]}
+                        pids |= {"upstream": upstream.pid, "client": None}
+                        asyncio.run(measure(urls[target], run, args.turns, args.warmup, pids))
+                        key = (target, stream, concurrency, think, variant)
+                        if key in found:
+                            found[key].merge(run)
+                        else:
+                            found[key] = run
+        runs = list(found.values())
     finally:
         stack.stop()
         upstream.terminate()
@@ -242,6 +400,9 @@ def main() -> None:
         + f"\n\nLoad average (1/5/15 min) at the end: {load} on {os.cpu_count()} cores."
     )
     sys.stdout.write(text + "\n")
+    if args.profile:
+        stats = pstats.Stats(str(args.profile), stream=sys.stderr)
+        stats.sort_stats("tottime").print_stats(40)
     if args.out:
         args.out.write_text(
             json.dumps(
@@ -250,17 +411,62 @@ def main() -> None:
                         "target": r.target,
                         "stream": r.stream,
                         "concurrency": r.concurrency,
+                        "think_s": r.think,
+                        "variant": r.variant,
                         "seconds": r.seconds,
                         "errors": r.errors,
                         "latencies_ms": r.latencies,
                         "stages_ms": r.stages,
                         "own_ms": r.own,
+                        "besides_memory_ms": r.besides,
                         "server_own_ms": r.server_own,
+                        "cpu_ms_per_turn": r.cpu,
                     }
                     for r in runs
                 ]
             )
         )
+
+
+Change = dict[str, dict[str, Any]]  # service → ServiceSpec fields to replace
+
+
+def variant_change(variant: str) -> Change:
+    """'worker,beat nice=0' → {"worker": {"nice": 0}, "beat": {"nice": 0}};
+    'embedder OMP_WAIT_POLICY=PASSIVE' → {"embedder": {"env": {"OMP_WAIT_POLICY": ...}}};
+    several such changes joined by '; ' make one variant; 'as launched' changes nothing."""
+    change: Change = {}
+    if variant == "as launched":
+        return change
+    for part in variant.split(";"):
+        services, _, setting = part.strip().partition(" ")
+        key, _, value = setting.partition("=")
+        if not services or not key or not value:
+            raise SystemExit(f"--variant {variant!r}: expected 'SERVICES SETTING=VALUE[; …]'")
+        for name in services.split(","):
+            fields = change.setdefault(name, {})
+            if key == "nice":
+                fields["nice"] = int(value)
+            else:
+                fields.setdefault("env", {})[key] = value
+    return change
+
+
+def _restart(
+    stack: Stack, original: dict[str, ServiceSpec], change: Change, changed: set[str]
+) -> None:
+    """Give the stack the launcher's specs with `change` (undoing the previous variant's
+    change of the services in `changed`), restarting what differs."""
+    for name in changed | set(change):
+        stack.stop_service(name)
+        spec = original[name]
+        fields = change.get(name, {})
+        if "env" in fields:  # "unset" removes the variable
+            env = {**os.environ, **spec.env, **fields["env"]}
+            fields = {**fields, "env": {k: v for k, v in env.items() if v != "unset"}}
+        stack.specs[name] = replace(spec, **fields)
+        stack.start_service(name)
+    time.sleep(RESTART_SETTLE_SECONDS)  # the start-up's own CPU is not measured
 
 
 def _up(url: str) -> bool:
