@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
@@ -43,3 +44,26 @@ def test_a_guarded_channel_closes_twice(redis_url: str) -> None:
         channel.close()
         channel.close()
         assert channel.connection is None
+
+
+@pytest.mark.parametrize(
+    ("channel_class", "error"),
+    [(kombu_redis.Channel, AttributeError), (GuardedRedisChannel, redis.ConnectionError)],
+)
+def test_acknowledging_on_a_closed_channel_is_a_connection_error(
+    redis_url: str, channel_class: type[kombu_redis.Channel], error: type[Exception]
+) -> None:
+    """A task that finishes after the lost connection closed its channel is acknowledged on
+    that channel: the stock one raises AttributeError, which Celery does not expect and which
+    ended the worker (seen in the broker outage test); the guarded one raises a connection
+    error, which Celery logs ("Couldn't ack") and goes on."""
+    with Connection(redis_url, transport=GuardedRedisTransport) as connection:
+        channel = channel_class(connection.transport)
+        qos = channel.qos
+        qos._delivered["a-task"] = object()
+        qos.restore_at_shutdown = False
+        channel.close()
+        with pytest.raises(error):
+            qos.ack("a-task")
+        with pytest.raises(error):
+            qos.reject("a-task", requeue=True)

@@ -23,16 +23,18 @@ idempotent) while the worker finishes what it runs and reconnects.
 BRPOP, which removes it from its list, and records it as unacknowledged with a second
 command once the reply arrived: a Redis stopped or killed in between (a reply it never
 sent, or an unacked write that failed) lost the task — seen once per few busy stops of the
-broker (tests/worker/test_redis_handover.py reproduces both). Here the take is one Lua
-script that moves the message from its list into a hand-over hash (with the time, indexed),
-so it is in Redis at every instant; once the worker has it, one MULTI/EXEC moves it from the
-hand-over to kombu's unacked set, where the usual acknowledgement and visibility timeout
-take over. An entry left in the hand-over for `handover_timeout` seconds (its reply was
-lost, or its worker died before recording it) is put back at the head of its list. A
-record cut by a lost connection does not hold the task back: it runs at once, and is
-delivered once more later from wherever the record left it (tasks are idempotent). The
-wait for a message is a BLMOVE of the first list onto itself (no message moves); other
-lists — priorities, further queues — are looked at every `brpop_timeout` second.
+broker — and one whose unacked write was done but not answered held the task until the
+visibility timeout (tests/worker/test_redis_handover.py reproduces all three). Here the
+take is one Lua script that moves the message from its list into a hand-over hash (with
+the time, indexed), so it is in Redis at every instant; once the worker has it, one
+MULTI/EXEC moves it from the hand-over to kombu's unacked set, where the usual
+acknowledgement and visibility timeout take over. An entry left in the hand-over for
+`handover_timeout` seconds (its reply was lost, or its worker died before recording it) is
+put back at the head of its list. A record cut by a lost connection does not hold the task
+back: it runs at once, and is delivered once more later from wherever the record left it
+(tasks are idempotent). The wait for a message is a BLMOVE of the first list onto itself
+(no message moves); other lists — priorities, further queues — are looked at every
+`brpop_timeout` second.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from kombu.connection import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.transport import sqlalchemy as sqla
 from kombu.transport import virtual
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import create_engine, delete, event, text, update
 
 log = logging.getLogger(__name__)
@@ -282,6 +285,23 @@ class HandOverQoS(kombu_redis.QoS):
             # visibility timeout; either delivers it again later (tasks are idempotent).
             log.warning("task %s taken but its record failed (%r): run anyway", delivery_tag, exc)
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def ack(self, delivery_tag: str) -> None:
+        self._require_connection()
+        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        self._require_connection()
+        super().reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
+
+    def _require_connection(self) -> None:
+        """A task that finishes after its channel was closed with a lost connection cannot
+        be acknowledged: kombu would die of an AttributeError rebuilding the channel's pool
+        (seen: "Unrecoverable error" ended the worker). A connection error instead is logged
+        by Celery ("Couldn't ack"); the task stays in unacked and comes back after the
+        visibility timeout (tasks are idempotent)."""
+        if self.channel.connection is None:
+            raise RedisConnectionError("the channel was closed with its broker connection")
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         super().restore_visible(start, num, interval)  # type: ignore[no-untyped-call]
