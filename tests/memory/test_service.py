@@ -401,3 +401,26 @@ def test_memories_survive_reopening_the_edge_store(tmp_path: Path, clock: Clock)
     finally:
         reopened.close()
     assert [m.text for m in memories] == ["persisted"]
+
+
+def test_what_a_write_returns_is_what_every_read_returns(
+    service: MemoryService, clock: Clock
+) -> None:
+    """Instants and strengths at full float precision (the engine reads a payload number
+    of 17 digits back with up to one ulp of error) come back from reads as written."""
+    written = {}
+    for i in range(40):
+        clock.now = T0 + i * 1234.567891234567 + 1 / 3
+        memory, _ = service.remember(ALICE, Role.USER, f"fact {i}", vec(i, wobble=i / 100))
+        written[memory.id] = memory
+    for i in range(0, 40, 4):  # the same again reinforces: s(now) + 1 from now on
+        clock.now += 0.123456789
+        memory, _ = service.remember(ALICE, Role.USER, f"fact {i}", vec(i, wobble=i / 100))
+        written[memory.id] = memory
+    for memory_id, memory in written.items():
+        read = service.get(ALICE, memory_id)
+        assert (read.created_at, read.updated_at, read.strength) == (
+            memory.created_at,
+            memory.updated_at,
+            memory.strength,
+        )

@@ -17,6 +17,14 @@ ID_NAMESPACE = uuid.UUID("6f1c2a57-3b0e-4c5e-9a51-bd0f8f1f6a10")
 NEVER = 1e18
 
 
+def exact(number: float) -> float:
+    """`number` to 15 significant digits: what the engine reads back exactly. It keeps a
+    payload number as decimal text and reads back a longer one with up to one ulp of error
+    (1 in 8 full-precision instants came back changed), so a memory's instants and strength
+    are stored this way, and what a write returns is what every later read returns."""
+    return float(f"{number:.15g}")
+
+
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.strip().encode()).hexdigest()
 

@@ -42,6 +42,7 @@ from bionic_memory.records import (
     content_hash,
     decode_page_token,
     encode_page_token,
+    exact,
     is_memory_id,
     new_id,
     rehomed_id,
@@ -337,7 +338,7 @@ class MemoryService:
             "content_hash": digest,
             "created_at": now,
             "updated_at": now,
-            "strength": initial_strength(text, self._settings.salience_gain),
+            "strength": exact(initial_strength(text, self._settings.salience_gain)),
             "pinned": pinned,
             "metadata": metadata,
             "source_ids": [],
@@ -456,7 +457,9 @@ class MemoryService:
             point = self._owned(scope, memory_id)
             payload = point.payload
             if pinned is not None and pinned != payload["pinned"]:
-                payload.update(strength=self._current(payload, now), updated_at=now, pinned=pinned)
+                payload.update(
+                    strength=exact(self._current(payload, now)), updated_at=now, pinned=pinned
+                )
             if metadata:
                 payload["metadata"] = _merged(payload.get("metadata", {}), metadata)
             if text is not None and vector:
@@ -584,9 +587,9 @@ class MemoryService:
             "text": memory.text,
             "summary": memory.summary,
             "content_hash": content_hash(memory.text),
-            "created_at": memory.created_at,
-            "updated_at": memory.updated_at,
-            "strength": memory.strength,
+            "created_at": exact(memory.created_at),
+            "updated_at": exact(memory.updated_at),
+            "strength": exact(memory.strength),
             "pinned": memory.pinned,
             "metadata": memory.metadata,
             "source_ids": list(memory.source_ids),
@@ -722,8 +725,8 @@ class MemoryService:
                     now,
                 )
             payload.update(
-                strength=strength,
-                updated_at=origin,
+                strength=exact(strength),
+                updated_at=exact(origin),
                 pinned=pinned,
                 metadata={**metadata, **payload.get("metadata", {})},
                 source_ids=list(dict.fromkeys(sources)),
@@ -740,7 +743,7 @@ class MemoryService:
 
     def _now(self, now: float) -> float:
         self._check.instant(now, "now")
-        return now or self._clock()
+        return exact(now or self._clock())
 
     def _lock(self, scope: Scope) -> threading.Lock:
         stripe = int.from_bytes(hashlib.blake2b(scope_key(scope).encode(), digest_size=4).digest())
@@ -852,7 +855,7 @@ class MemoryService:
             )
         # An archived memory comes back into long-term memory if this lifts its expiry past
         # `now` (recognised and reinforced enough).
-        fields: dict[str, Any] = {"strength": strength, "updated_at": origin}
+        fields: dict[str, Any] = {"strength": exact(strength), "updated_at": exact(origin)}
         fields.update(self._expiries({**payload, **fields}))
         return fields
 
