@@ -33,3 +33,25 @@ def test_bound_children_count_in_their_labelled_series() -> None:
     for n, stage in enumerate(STAGES, start=1):
         assert value("bionic_gateway_stage_seconds_count", stage=stage) == n
     assert value("bionic_gateway_tokens_total", kind="completion") == 7
+
+
+def test_unknown_methods_count_as_one_series() -> None:
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    for n in range(50):
+        metrics.request(f"X-{n}", "unmatched", 405)
+    series = [
+        s.labels["method"]
+        for m in registry.collect()
+        if m.name == "bionic_gateway_requests"
+        for s in m.samples
+        if s.name.endswith("_total")
+    ]
+    assert series == ["OTHER"]
+    assert (
+        registry.get_sample_value(
+            "bionic_gateway_requests_total",
+            {"method": "OTHER", "route": "unmatched", "status": "405"},
+        )
+        == 50
+    )

@@ -11,6 +11,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 STAGES = ("embed", "recall", "upstream_first_byte", "total")
 TURN_OUTCOMES = ("on", "read_only", "off", "degraded")
 TOKEN_KINDS = ("prompt", "completion")
+# A client may send any token as a method: others count as one, so that requests cannot
+# grow the metrics without bound.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 SECONDS_BUCKETS = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30, 60, 120,
@@ -82,13 +85,14 @@ class GatewayMetrics:
             for outcome in TURN_OUTCOMES
             for stream in (False, True)
         }
-        # (method, route template, status): finite sets, so this stays small
+        # (method, route template, status): finite sets, so this stays small (see METHODS)
         self._requests: dict[tuple[str, str, int], Counter] = {}
 
     def turn(self, outcome: str, stream: bool) -> None:
         self._turns[(outcome, stream)].inc()
 
     def request(self, method: str, route: str, status: int) -> None:
+        method = method if method in METHODS else "OTHER"
         key = (method, route, status)
         child = self._requests.get(key)
         if child is None:
