@@ -279,6 +279,13 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
             else "",
         ]
     )
+    gap = f"one per {RECALL_GAP * 1e3:.0f} ms"
+    during = (
+        f"{pruned['recalls_during']} Recalls served meanwhile ({gap}): p50 "
+        f"{pruned['recall_p50_ms']:.1f} ms, max {pruned['recall_max_ms']:.1f} ms"
+        if pruned["recalls_during"]
+        else f"over before a Recall came ({gap})"
+    )
     table.add(
         [
             f"Prune of {pruned['expired']:,} expired ({pruned['forgotten']:,} deleted, "
@@ -286,10 +293,7 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
             f"{pruned['seconds']:.2f} s",
             "≤ 5 s",
             f"counting them on the expires_at index {pruned['count_seconds'] * 1e3:.0f} ms; "
-            f"{pruned['cpu_seconds']:.2f} s of CPU (all threads); "
-            f"{pruned['recalls_during']} Recalls served meanwhile (one per "
-            f"{RECALL_GAP * 1e3:.0f} ms): p50 {pruned['recall_p50_ms']:.1f} ms, "
-            f"max {pruned['recall_max_ms']:.1f} ms",
+            f"{pruned['cpu_seconds']:.2f} s of CPU (all threads); " + during,
         ]
     )
     table.add(
