@@ -39,6 +39,7 @@ from bionic.embedder.v1 import embedder_pb2 as pb
 from bionic.embedder.v1 import embedder_pb2_grpc as pb_grpc
 from bionic_embedder.config import BUNDLED_MODEL, EmbedderSettings
 from bionic_embedder.model import EmbeddingModel, resolve_model_path
+from bionic_launcher.services import openmp_env
 
 log = logging.getLogger("bench.embedder")
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,6 +241,7 @@ def embedder_server(precision: str, port: int, threads: int) -> Server:
         "BIONIC_EMBEDDER_FORCE_PRECISION": "true",  # int8 fails the gate; measured anyway
         "BIONIC_EMBEDDER_LOG_LEVEL": "WARNING",
         "HF_HUB_OFFLINE": "1",
+        **openmp_env(),  # as the launcher starts it (compose and k8s set the same)
     }
     return Server(
         f"service-{precision}", [sys.executable, "-m", "bionic_embedder"], env, port, "grpc"

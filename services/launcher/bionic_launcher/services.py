@@ -11,6 +11,12 @@ from bionic_launcher.config import LauncherSettings
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 HealthKind = Literal["grpc", "http", "process"]
+# The embedder's OpenMP threads. libgomp's default spins ~3 ms after every parallel region:
+# 5-10x the CPU of a query's embedding, taken from the services sharing the cores. They
+# sleep instead (PASSIVE) after a spin of ~0.1 ms (GOMP_SPINCOUNT), which bridges the gaps
+# between the regions of one forward pass: PASSIVE alone made a one-text embed 3-5 ms
+# slower (bench/embedder.py, docs/benchmarks.md).
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,11 @@ class ServiceSpec:
     health_target: str = ""
     log_file: str | None = None
     nice: int = 0  # added to the launcher's niceness: background work yields the CPU
+
+
+def openmp_env() -> dict[str, str]:
+    """The embedder's OpenMP settings: OPENMP_DEFAULTS, each as the environment sets it."""
+    return {name: os.environ.get(name, value) for name, value in OPENMP_DEFAULTS.items()}
 
 
 def smollm2_path() -> str:
@@ -87,9 +98,7 @@ def plan(s: LauncherSettings) -> list[ServiceSpec]:
                     "BIONIC_EMBEDDER_METRICS_PORT": _metrics(s, 10 + i),
                     "BIONIC_EMBEDDER_LOG_LEVEL": s.log_level,
                     "HF_HUB_OFFLINE": "1",
-                    # torch's OpenMP threads otherwise spin after every parallel region:
-                    # 5-10x the CPU of a query's embedding, taken from the other services
-                    "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+                    **openmp_env(),
                 },
                 health="grpc",
                 health_target=address,
