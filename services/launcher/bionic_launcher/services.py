@@ -12,11 +12,11 @@ from bionic_launcher.config import LauncherSettings
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 HealthKind = Literal["grpc", "http", "process"]
 # The embedder's OpenMP threads. libgomp's default spins ~3 ms after every parallel region:
-# 5-10x the CPU of a query's embedding, taken from the services sharing the cores. They
-# sleep instead (PASSIVE) after a spin of ~0.1 ms (GOMP_SPINCOUNT), which bridges the gaps
-# between the regions of one forward pass: PASSIVE alone made a one-text embed 3-5 ms
-# slower (bench/embedder.py, docs/benchmarks.md).
-OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000"}
+# 5-10x the CPU of a query's embedding, taken from the services sharing the cores, so they
+# sleep at once (PASSIVE). An embedder alone is 3-5 ms slower per one-text embed so, and a
+# short spin (GOMP_SPINCOUNT=10000) wins that back there, but made a chat turn's embed
+# stage slower in the whole system (docs/benchmarks.md, "the embedder's OpenMP threads").
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 @dataclass(frozen=True, slots=True)
