@@ -86,7 +86,9 @@ class Upstream:
             ),
         )
         # One client serves every tenant: a cookie the upstream set for one must never be
-        # sent for another. httpx has no public way to give a client its own Cookies class.
+        # sent for another. httpx has no public way to give a client its own Cookies class,
+        # so the jar also refuses every cookie: the guard that still holds should a later
+        # httpx keep its cookies elsewhere than `_cookies`.
         self.client._cookies = NoCookies()
         self.client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._parsed: dict[str, httpx.URL] = {}
