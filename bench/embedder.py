@@ -32,7 +32,6 @@ from pathlib import Path
 import grpc
 import httpx
 import numpy as np
-import torch
 from report import Table, replace_section
 
 from bionic.embedder.v1 import embedder_pb2 as pb
@@ -102,11 +101,13 @@ class Raw:
 
     def __init__(self, precision: str) -> None:
         self.model = EmbeddingModel(
-            EmbedderSettings(precision=precision, force_precision=True, torch_threads=0)
+            EmbedderSettings(
+                precision=precision, force_precision=True, torch_threads=0, parallel_min_tokens=0
+            )
         )
 
     def throughput(self, texts: list[str], batch: int, threads: int) -> float:
-        torch.set_num_threads(threads)
+        self.model.threads = threads
         ordered = sorted(texts, key=len)  # the least padding any batching could reach
         started = time.perf_counter()
         for i in range(0, len(ordered), batch):
@@ -114,7 +115,7 @@ class Raw:
         return len(texts) / (time.perf_counter() - started)
 
     def single_latencies(self, texts: list[str], threads: int) -> list[float]:
-        torch.set_num_threads(threads)
+        self.model.threads = threads
         out = []
         for text in texts:
             started = time.perf_counter()

@@ -34,6 +34,13 @@ class EmbedderSettings(BaseSettings):
     )
     max_tokens: int = Field(0, ge=0, description="Truncation length; 0 = the model's own limit")
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
+    parallel_min_tokens: int = Field(
+        768,
+        ge=0,
+        description="A forward pass of fewer padded tokens (texts x longest) runs on one "
+        "thread: with OpenMP's passive wait, waking the other threads for each operation of "
+        "a small pass costs more than they save (docs/benchmarks.md); 0 = always all threads",
+    )
     precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         "auto",
         description="Inference precision; auto = bf16 where the CPU has native bf16 "

@@ -64,6 +64,8 @@ class EmbeddingModel:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
+        self.threads = torch.get_num_threads()
+        self.parallel_min_tokens = settings.parallel_min_tokens
         load = {
             "cache_dir": settings.cache_dir,
             # a folder (or the bundled model) never touches the network
@@ -111,7 +113,7 @@ class EmbeddingModel:
             self.pooling,
             self.max_tokens,
             self.precision,
-            torch.get_num_threads(),
+            self.threads,
             ",".join(self.cpu_features) or "-",
         )
 
@@ -144,9 +146,14 @@ class EmbeddingModel:
         return [np.array(e.ids, dtype=np.int64) for e in self._tokenizer.encode_batch(texts)]
 
     def forward(self, ids: Sequence[np.ndarray]) -> np.ndarray:
-        """Unit vectors (n, dim, float32) of tokenized texts, padded into one batch here."""
+        """Unit vectors (n, dim, float32) of tokenized texts, padded into one batch here;
+        on one thread when the batch is small (`parallel_min_tokens`), else on all."""
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         positions = np.arange(int(lengths.max()))
+        small = len(ids) * positions.size < self.parallel_min_tokens
+        threads = 1 if small else self.threads
+        if torch.get_num_threads() != threads:  # OpenMP keeps the count per calling thread
+            torch.set_num_threads(threads)
         if self._pad_left:
             real = positions >= (positions.size - lengths)[:, None]
         else:
