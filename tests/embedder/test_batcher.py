@@ -22,14 +22,16 @@ class RecordingModel:
 
     def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
         self.batches: list[list[str]] = []
+        self.backlogs: list[bool] = []  # per pass: whether more texts waited for the next
         self.delay = delay
         self.fail = fail
 
     def tokenize(self, texts: list[str], query: bool) -> list[np.ndarray]:
         return [np.array([QUERY] * query + [ord(c) for c in t], dtype=np.int64) for t in texts]
 
-    def forward(self, ids: Sequence[np.ndarray]) -> np.ndarray:
+    def forward(self, ids: Sequence[np.ndarray], backlog: bool = False) -> np.ndarray:
         self.batches.append(["".join(chr(i) for i in row if i != QUERY) for row in ids])
+        self.backlogs.append(backlog)
         if self.delay:
             time.sleep(self.delay)
         if self.fail:
@@ -57,6 +59,20 @@ async def test_concurrent_callers_share_forward_passes() -> None:
         assert result.tokens == len(text)
     assert len(model.batches) <= 5
     assert max(len(b) for b in model.batches) == 16
+
+
+async def test_a_pass_knows_whether_more_texts_wait_behind_it() -> None:
+    model = RecordingModel(delay=0.05)
+    batcher = make(model, max_batch_size=4)
+    await batcher.embed(["alone"], query=True)
+    busy = asyncio.create_task(batcher.embed(["keeps the model busy"], query=False))
+    await asyncio.sleep(0.01)  # the busy pass runs: the ten below all wait behind it
+    await asyncio.gather(*(batcher.embed([f"text {i}"], query=False) for i in range(10)))
+    await busy
+    await batcher.close()
+    assert model.backlogs[0] is False  # a lone text: nothing followed it
+    assert [len(b) for b in model.batches[2:]] == [4, 4, 2]
+    assert model.backlogs[2:] == [True, True, False]
 
 
 async def test_a_request_keeps_its_order_across_batches() -> None:

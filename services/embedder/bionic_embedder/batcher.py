@@ -52,7 +52,7 @@ class DeadlineExceeded(Exception):
 class Model(Protocol):
     def tokenize(self, texts: list[str], query: bool) -> list[np.ndarray]: ...
 
-    def forward(self, ids: Sequence[np.ndarray]) -> np.ndarray: ...
+    def forward(self, ids: Sequence[np.ndarray], backlog: bool = False) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +195,8 @@ class Batcher:
         assert self._loop is not None
         started = time.monotonic()
         try:
-            vectors = self._model.forward([t.ids for t in batch])
+            # `_waiting` counts the texts left after this batch was cut: a backlog
+            vectors = self._model.forward([t.ids for t in batch], backlog=self._waiting > 0)
         except Exception as exc:  # a failed pass fails its callers, not the batcher
             self._loop.call_soon_threadsafe(self._fail, batch, exc)
             return

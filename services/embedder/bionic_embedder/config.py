@@ -37,9 +37,10 @@ class EmbedderSettings(BaseSettings):
     parallel_min_tokens: int = Field(
         768,
         ge=0,
-        description="A forward pass of fewer padded tokens (texts x longest) runs on one "
-        "thread: with OpenMP's passive wait, waking the other threads for each operation of "
-        "a small pass costs more than they save (docs/benchmarks.md); 0 = always all threads",
+        description="A forward pass of fewer padded tokens (texts x longest) with no texts "
+        "waiting behind it runs on one thread: with OpenMP's passive wait, waking the other "
+        "threads for each operation of such a pass costs more than they save "
+        "(docs/benchmarks.md); 0 = always all threads",
     )
     precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         "auto",

@@ -145,13 +145,18 @@ class EmbeddingModel:
             texts = [self.query_instruction + t for t in texts]
         return [np.array(e.ids, dtype=np.int64) for e in self._tokenizer.encode_batch(texts)]
 
-    def forward(self, ids: Sequence[np.ndarray]) -> np.ndarray:
-        """Unit vectors (n, dim, float32) of tokenized texts, padded into one batch here;
-        on one thread when the batch is small (`parallel_min_tokens`), else on all."""
+    def forward(self, ids: Sequence[np.ndarray], backlog: bool = False) -> np.ndarray:
+        """Unit vectors (n, dim, float32) of tokenized texts, padded into one batch here.
+
+        A small pass (`parallel_min_tokens`) runs on one thread unless there is a backlog
+        (more texts wait for the next pass): while passes follow each other the other
+        threads stay awake and pay off even on small ones; after a pass with nothing to
+        follow, they fall asleep and each operation of the next small pass waits for them.
+        """
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         positions = np.arange(int(lengths.max()))
         small = len(ids) * positions.size < self.parallel_min_tokens
-        threads = 1 if small else self.threads
+        threads = 1 if small and not backlog else self.threads
         if torch.get_num_threads() != threads:  # OpenMP keeps the count per calling thread
             torch.set_num_threads(threads)
         if self._pad_left:
