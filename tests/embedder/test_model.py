@@ -63,21 +63,23 @@ def test_vectors_do_not_depend_on_batch_composition(model: EmbeddingModel) -> No
         assert cosines(alone, vectors).min() >= 0.9999
 
 
-def test_small_passes_run_on_one_thread_and_large_ones_on_all() -> None:
+def test_small_passes_run_on_one_thread_unless_texts_wait_and_large_ones_on_all() -> None:
     two = EmbeddingModel(
         EmbedderSettings(precision="fp32", torch_threads=2, parallel_min_tokens=64)
     )
     short = two.tokenize(["hi there"])  # a handful of padded tokens
     wide = two.tokenize(["word " * 40] * 4)  # 4 texts x ~42 tokens
-    small = two.forward(short)
+    alone = two.forward(short)
     assert torch.get_num_threads() == 1
-    large = two.forward(wide)
+    two.forward(wide)
     assert torch.get_num_threads() == 2
-    assert cosines(two.forward(short), small).min() >= 0.99999  # the same vectors either way
-    assert cosines(two.forward(wide), large).min() >= 0.99999
+    behind = two.forward(short, backlog=True)  # texts wait: the threads stay in use
+    assert torch.get_num_threads() == 2
     two.parallel_min_tokens = 0  # 0: every pass on all threads
-    assert cosines(two.forward(short), small).min() >= 0.99999
+    everywhere = two.forward(short)
     assert torch.get_num_threads() == 2
+    for vectors in (behind, everywhere):  # the same vectors on one thread as on two
+        assert cosines(alone, vectors).min() >= 0.99999
 
 
 def test_token_counts_are_real_and_truncated(model: EmbeddingModel) -> None:
