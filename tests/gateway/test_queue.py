@@ -43,10 +43,13 @@ def published(broker_url: str) -> list[str]:
     return [args[0]["request_id"] for args, _, _ in reversed(bodies)]  # LPUSH: newest first
 
 
-def test_tasks_reach_the_broker_in_order_across_an_outage_and_a_restart(tmp_path: Path) -> None:
+def test_tasks_reach_the_broker_in_order_across_an_outage_and_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     broker = AofRedis(tmp_path)
     spool = tmp_path / "spool.sqlite"
     broker.start()
+    caplog.set_level(logging.WARNING, logger="bionic_gateway.queue")
     try:
         queue, registry = make_queue(broker.url, spool)
         for i in range(3):
@@ -63,6 +66,10 @@ def test_tasks_reach_the_broker_in_order_across_an_outage_and_a_restart(tmp_path
         queue.close()
         assert published(broker.url) == [f"req{i:02}" for i in range(13)]
         assert sample(registry, "bionic_gateway_spooled_tasks") == 0
+        # the outage is a broker error, logged once as such: no traceback of a client bug
+        messages = [r.getMessage() for r in caplog.records]
+        assert not [m for m in messages if "unexpectedly" in m]
+        assert len([m for m in messages if m.startswith("broker unreachable")]) == 1
     finally:
         broker.stop()
 

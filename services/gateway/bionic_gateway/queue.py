@@ -316,10 +316,17 @@ class TaskQueue:
         done = 0
         try:
             with self._app.producer_or_acquire() as producer:
-                for _, task in rows:
-                    self._publish_one(producer, task)
-                    self._metrics.queued.labels(task.name, "queued").inc()
-                    done += 1
+                connection = producer.connection
+                broker_errors = (
+                    connection.recoverable_connection_errors + connection.recoverable_channel_errors
+                )
+                try:
+                    for _, task in rows:
+                        self._publish_one(producer, task)
+                        self._metrics.queued.labels(task.name, "queued").inc()
+                        done += 1
+                except broker_errors as exc:  # kombu's own type, as send_task raises it
+                    raise OperationalError(str(exc)) from exc
         except OperationalError as exc:
             failure: Exception = exc
         except Exception as exc:  # a broker client bug must not end the thread: retried
