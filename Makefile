@@ -11,6 +11,13 @@ PROTOS := $(shell find proto -name '*.proto')
 PROTO_STAMP := $(PROTO_OUT)/bionic/.generated
 NODE_E2E := tests/e2e/node
 NODE_STAMP := $(NODE_E2E)/node_modules/.installed
+# llama.cpp (the bundled SmolLM2's server) is compiled here. On x86-64 it is built for
+# AVX2/FMA/F16C/BMI2 instead of -march=native: a native build takes ggml's AMX matmul on
+# CPUs that have AMX, and that crashed SmolLM2 (Q4_1) on a Sapphire Rapids VM (SIGSEGV in
+# ggml_backend_amx_mul_mat on the first completion).
+LLAMA_CPP := $(shell grep -o '"llama-cpp-python\[server\]==[^"]*"' pyproject.toml)
+LLAMA_CMAKE_ARGS := $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON \
+	-DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
 
 .PHONY: install test-install tools proto up test test-reliability lint fmt bench clean
 
@@ -31,6 +38,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# torch first and exactly, from the CPU wheel: nothing may pull a CUDA build.
 	$(PIP) install -q torch==2.13.0
+	# Not from pip's wheel cache: a wheel built natively before would bring AMX back.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q --no-cache-dir $(LLAMA_CPP)
 	$(PIP) install -q -e '.[dev,local-llm]'
 	touch $@
 
