@@ -169,6 +169,15 @@ class TaskQueue:
             self._app.conf.broker_transport_options = REDIS_TIMEOUTS
         if broker_url.startswith("redis://"):  # rediss: the stock transport and its TLS
             self._app.conf.broker_transport = f"{__name__}:PublishingRedisTransport"
+        # What a publish may raise when the broker is away: kombu's own error and the
+        # transport's (send_task converted the latter); read off the transport, no network.
+        with self._app.connection_for_write() as connection:
+            self._broker_errors = (
+                OperationalError,
+                *connection.recoverable_connection_errors,
+                *connection.recoverable_channel_errors,
+            )
+        self._default_queue = self._app.amqp.default_queue
         self._metrics = metrics
         self._inbox: queue.Queue[Task | None] = queue.Queue(max_pending)  # None: close
         self._spool = Spool(spool)
@@ -316,18 +325,11 @@ class TaskQueue:
         done = 0
         try:
             with self._app.producer_or_acquire() as producer:
-                connection = producer.connection
-                broker_errors = (
-                    connection.recoverable_connection_errors + connection.recoverable_channel_errors
-                )
-                try:
-                    for _, task in rows:
-                        self._publish_one(producer, task)
-                        self._metrics.queued.labels(task.name, "queued").inc()
-                        done += 1
-                except broker_errors as exc:  # kombu's own type, as send_task raises it
-                    raise OperationalError(str(exc)) from exc
-        except OperationalError as exc:
+                for _, task in rows:
+                    self._publish_one(producer, task)
+                    self._metrics.queued.labels(task.name, "queued").inc()
+                    done += 1
+        except self._broker_errors as exc:
             failure: Exception = exc
         except Exception as exc:  # a broker client bug must not end the thread: retried
             failure = exc
@@ -354,7 +356,7 @@ class TaskQueue:
             argsrepr=f"(request {task.request_id})",
             kwargsrepr="{}",
         )
-        queue = self._app.amqp.default_queue
+        queue = self._default_queue
         producer.publish(  # type: ignore[no-untyped-call]
             message.body,
             exchange="",  # the default exchange: straight into the queue, as celery does
