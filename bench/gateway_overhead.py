@@ -302,8 +302,9 @@ def main() -> None:
         metavar="'SERVICES SETTING=VALUE'",
         help="run the gateway targets once per variant of the stack, each a change of the "
         "launcher's: 'worker,beat nice=0' (niceness), 'embedder OMP_WAIT_POLICY=unset' "
-        "(an environment variable; unset removes it), several joined by '; ', or 'as "
-        "launched'; default: the stack as launched, once",
+        "(an environment variable; unset removes it), 'gateway,client cpus=0' (the CPUs "
+        "its threads run on; also for upstream and client), several joined by '; ', or "
+        "'as launched'; default: the stack as launched, once",
     )
     parser.add_argument(
         "--rounds",
@@ -375,7 +376,8 @@ def main() -> None:
                 ):
                     if variant:
                         _restart(stack, original, change, changed)
-                        changed = set(change)
+                        changed = {n for n, fields in change.items() if set(fields) - {"cpus"}}
+                        _pin(_pids(stack, upstream.pid), change)
                     for target in args.targets:
                         if n and target == "direct":  # once: the stack does not change it
                             continue
@@ -434,6 +436,8 @@ Change = dict[str, dict[str, Any]]  # service → ServiceSpec fields to replace
 def variant_change(variant: str) -> Change:
     """'worker,beat nice=0' → {"worker": {"nice": 0}, "beat": {"nice": 0}};
     'embedder OMP_WAIT_POLICY=PASSIVE' → {"embedder": {"env": {"OMP_WAIT_POLICY": ...}}};
+    'gateway,client cpus=0' → {"gateway": {"cpus": {0}}, "client": {"cpus": {0}}} (the
+    CPUs its threads may run on; 'client' is this bench, 'upstream' the recording upstream);
     several such changes joined by '; ' make one variant; 'as launched' changes nothing."""
     change: Change = {}
     if variant == "as launched":
@@ -447,6 +451,8 @@ def variant_change(variant: str) -> Change:
             fields = change.setdefault(name, {})
             if key == "nice":
                 fields["nice"] = int(value)
+            elif key == "cpus":
+                fields["cpus"] = {int(cpu) for cpu in value.split(",")}
             else:
                 fields.setdefault("env", {})[key] = value
     return change
@@ -458,15 +464,33 @@ def _restart(
     """Give the stack the launcher's specs with `change` (undoing the previous variant's
     change of the services in `changed`), restarting what differs."""
     for name in changed | set(change):
+        fields = {k: v for k, v in change.get(name, {}).items() if k != "cpus"}
+        if name not in original or not fields and name not in changed:
+            continue  # not a service, or only its CPUs change
         stack.stop_service(name)
         spec = original[name]
-        fields = change.get(name, {})
         if "env" in fields:  # "unset" removes the variable
             env = {**os.environ, **spec.env, **fields["env"]}
             fields = {**fields, "env": {k: v for k, v in env.items() if v != "unset"}}
         stack.specs[name] = replace(spec, **fields)
         stack.start_service(name)
     time.sleep(RESTART_SETTLE_SECONDS)  # the start-up's own CPU is not measured
+
+
+def _pids(stack: Stack, upstream: int) -> dict[str, int]:
+    """The pid of every process of the run: the stack's services, upstream and client."""
+    running = {name: stack.pid(name) for name in stack.specs}
+    found = {name: pid for name, pid in running.items() if pid is not None}
+    return found | {"upstream": upstream, "client": os.getpid()}
+
+
+def _pin(pids: dict[str, int], change: Change) -> None:
+    """Each process's threads on the CPUs its variant names, the others on all CPUs."""
+    everywhere = set(range(os.cpu_count() or 1))
+    for name, pid in pids.items():
+        cpus = change.get(name, {}).get("cpus", everywhere)
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(thread), cpus)
 
 
 def _up(url: str) -> bool:
