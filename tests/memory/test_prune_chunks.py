@@ -116,7 +116,7 @@ def test_a_point_changed_after_its_page_was_read_is_rechecked_not_deleted(
         def pin_one(ids: list[str]) -> None:
             if ids and not found:  # the first page: "pin" one of it before it is deleted
                 found.append(str(ids[-1]))
-                store.set_payload(str(ids[-1]), {"expires_at": 1e12})
+                store.set_payloads([(str(ids[-1]), {"expires_at": 1e12})])
 
         spy.after_scroll = pin_one
         expected = {

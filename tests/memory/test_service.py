@@ -4,10 +4,13 @@ tenancy and data management, on a clock the tests control."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from qdrant_client import QdrantClient
 
 from bionic_common.memory_types import Exported, Role, Scope, Tier
 from bionic_memory.config import MemorySettings
@@ -16,6 +19,7 @@ from bionic_memory.errors import InvalidArgument, NotFound
 from bionic_memory.service import MemoryService
 from bionic_memory.store.base import MemoryStore
 from bionic_memory.store.edge import EdgeStore
+from bionic_memory.store.qdrant import QdrantStore
 from tests.memory.conftest import DIM
 
 ALICE = Scope("tenant-a", "alice")
@@ -107,6 +111,39 @@ def test_recall_reinforces_hits_by_their_softmax_share_and_promotes_them(
     total = sum(math.exp(s) for s in hit_scores.values())
     expected_copy = SHORT_TERM.strength(1.0, t1, t2) + math.exp(scores["tea"]) / total
     assert again["tea"].strength == pytest.approx(expected_copy, rel=1e-4)
+
+
+def test_a_recall_sends_its_reinforcements_to_a_qdrant_server_in_one_request(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with warnings.catch_warnings():  # local mode ignores payload indexes, and says so
+        warnings.simplefilter("ignore", UserWarning)
+        client = QdrantClient(location=":memory:")
+        store = QdrantStore(client, "memories", DIM)
+    service = MemoryService(
+        store, MemorySettings(preset="original", dimension=DIM, recall_limit=3), clock=clock
+    )
+    for text, v in {"tea": vec(0), "green tea": vec(0, 0.3), "coffee": vec(1)}.items():
+        service.remember(ALICE, Role.USER, text, v)
+    service.recall(ALICE, "tea again", vec(0, 0.1), now=T0 + DAY)  # copies into STM
+    requests: list[list[Any]] = []
+    batch = client.batch_update_points
+
+    def counted(collection_name: str, update_operations: list[Any], **kwargs: Any) -> Any:
+        requests.append(update_operations)
+        return batch(collection_name, update_operations, **kwargs)
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a payload written point by point")
+
+    monkeypatch.setattr(client, "batch_update_points", counted)
+    monkeypatch.setattr(client, "set_payload", refused)
+    service.recall(ALICE, "more tea", vec(0, 0.1), dry_run=True, now=T0 + DAY + 60)
+    assert requests == []  # a preview writes nothing
+    service.recall(ALICE, "more tea", vec(0, 0.1), now=T0 + DAY + 60)
+    # the 4 long-term hits (every memory but the message itself) and the 3 short-term
+    # copies the first recall made, in one request
+    assert len(requests) == 1 and len(requests[0]) == 7
 
 
 def test_short_term_memory_forgets_after_its_twenty_minute_point(

@@ -77,14 +77,23 @@ def test_scroll_pages_through_everything_once(store: MemoryStore) -> None:
     assert sorted(seen) == sorted(pid(i) for i in range(0, 24, 2))
 
 
-def test_set_payload_changes_only_the_given_fields(store: MemoryStore) -> None:
+def test_set_payloads_changes_only_the_given_fields(store: MemoryStore) -> None:
     seed(store)
-    store.set_payload(pid(7), {"n": 70, "expires_at": 1.0, "metadata": {"a": [1, 2]}})
-    (point,) = store.retrieve([pid(7)], with_vector=True)
-    assert point.payload["n"] == 70 and point.payload["tenant"] == "t1"
-    assert point.payload["metadata"] == {"a": [1, 2]}
-    assert np.allclose(point.vector or [], unit(7), atol=1e-6)
+    store.set_payloads(
+        [
+            (pid(7), {"n": 70, "expires_at": 1.0, "metadata": {"a": [1, 2]}}),
+            (pid(9), {"tier": "stm"}),
+            (pid(7), {"n": 71}),  # in order: the later change of a point wins
+        ]
+    )
+    found = {p.id: p for p in store.retrieve([pid(7), pid(9)], with_vector=True)}
+    seven, nine = found[pid(7)], found[pid(9)]
+    assert seven.payload["n"] == 71 and seven.payload["tenant"] == "t1"
+    assert seven.payload["metadata"] == {"a": [1, 2]}
+    assert np.allclose(seven.vector or [], unit(7), atol=1e-6)
     assert store.count(Where(expires_before=2.0)) == 2  # points 0 and 7
+    assert nine.payload["tier"] == "stm" and nine.payload["n"] == 9
+    store.set_payloads([])
 
 
 def test_both_forgetting_instants_filter(store: MemoryStore) -> None:

@@ -234,13 +234,13 @@ class MemoryService:
         copy_ids = [short_term_id(point.id) for point, _ in hits]
         existing = {p.id: p for p in self._store.retrieve(copy_ids)}
         promoted, copies = [], []
+        changes: list[tuple[str, dict[str, Any]]] = []  # reinforcements, written at once
         for (hit, score), share, copy_id in zip(hits, shares, copy_ids, strict=True):
             copy = existing.get(copy_id)
             if copy is not None and copy.payload["expires_at"] >= now:
                 fields = self._reinforced(copy.payload, share, now)
                 after = Point(copy_id, {**copy.payload, **fields}, hit.vector)
-                if write:
-                    self._store.set_payload(copy_id, fields)
+                changes.append((copy_id, fields))
             else:
                 payload = {
                     key: value for key, value in hit.payload.items() if key not in NOT_COPIED
@@ -250,9 +250,10 @@ class MemoryService:
                 after = Point(copy_id, payload, hit.vector, lexical=False)
                 copies.append(after)
             if write:
-                self._store.set_payload(hit.id, self._reinforced(hit.payload, share, now))
+                changes.append((hit.id, self._reinforced(hit.payload, share, now)))
             promoted.append((after, score))
         if write:
+            self._store.set_payloads(changes)
             self._store.upsert(copies)
         return promoted
 
@@ -325,7 +326,7 @@ class MemoryService:
             fields.update(self._expiries({**point.payload, **fields}))
             if key:
                 fields["op_keys"] = [*keys, key][-MAX_OP_KEYS:]
-            self._store.set_payload(point.id, fields)
+            self._store.set_payloads([(point.id, fields)])
             point.payload.update(fields)
             return self._memory(point, now), False, True
         payload: dict[str, Any] = {
@@ -469,7 +470,7 @@ class MemoryService:
                 self._drop_short_term_copy(payload, memory_id)
             else:
                 payload.update(self._expiries(payload))
-                self._store.set_payload(memory_id, payload)
+                self._store.set_payloads([(memory_id, payload)])
         return self._memory(point, now)
 
     def set_summary(
@@ -732,7 +733,7 @@ class MemoryService:
                 source_ids=list(dict.fromkeys(sources)),
             )
             payload.update(self._expiries(payload))
-            self._store.set_payload(representative_id, payload)
+            self._store.set_payloads([(representative_id, payload)])
             gone = [p.id for p in members]
             if payload["tier"] == Tier.LONG_TERM.value:
                 gone += [short_term_id(i) for i in [representative_id, *gone]]

@@ -76,8 +76,9 @@ class MemoryStore(Protocol):
     def upsert(self, points: Sequence[Point]) -> None:
         """Insert or replace points (vector and payload) by id; durable when it returns."""
 
-    def set_payload(self, point_id: str, fields: dict[str, Any]) -> None:
-        """Replace the given top-level payload fields of one point, keeping the others."""
+    def set_payloads(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """For each (point id, fields), replace those top-level payload fields of the point,
+        keeping the others; in one request where the backend takes several."""
 
     def retrieve(self, ids: Sequence[str], with_vector: bool = False) -> list[Point]:
         """The points that exist among `ids`, in no particular order."""

@@ -104,8 +104,12 @@ class EdgeStore:
             )
         )
 
-    def set_payload(self, point_id: str, fields: dict[str, Any]) -> None:
-        self._shard.update(qe.UpdateOperation.set_payload([point_id], fields))
+    def set_payloads(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        # The engine takes one operation per call, and a per-point set_payload is its
+        # cheapest: one upsert_points of the same 28 whole points (UpdateOnly) took 5.0-5.9
+        # ms against 1.4-1.6 ms for the 28 calls.
+        for point_id, fields in changes:
+            self._shard.update(qe.UpdateOperation.set_payload([point_id], fields))
 
     def retrieve(self, ids: Sequence[str], with_vector: bool = False) -> list[Point]:
         if not ids:
