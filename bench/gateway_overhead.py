@@ -490,7 +490,10 @@ def _pin(pids: dict[str, int], change: Change) -> None:
     for name, pid in pids.items():
         cpus = change.get(name, {}).get("cpus", everywhere)
         for thread in os.listdir(f"/proc/{pid}/task"):
-            os.sched_setaffinity(int(thread), cpus)
+            try:
+                os.sched_setaffinity(int(thread), cpus)
+            except ProcessLookupError:
+                pass  # the thread ended meanwhile
 
 
 def _up(url: str) -> bool:
