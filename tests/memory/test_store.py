@@ -93,7 +93,7 @@ def test_set_payloads_changes_only_the_given_fields(store: MemoryStore) -> None:
     assert np.allclose(seven.vector or [], unit(7), atol=1e-6)
     assert store.count(Where(expires_before=2.0)) == 2  # points 0 and 7
     assert nine.payload["tier"] == "stm" and nine.payload["n"] == 9
-    store.set_payloads([])
+    store.set_payloads([])  # nothing to write: no request, and no error
 
 
 def test_both_forgetting_instants_filter(store: MemoryStore) -> None:

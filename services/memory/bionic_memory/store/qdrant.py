@@ -90,8 +90,8 @@ class QdrantStore:
         )
 
     def set_payloads(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        """One request for all the points: a recall reinforces some 30 points, and a
-        request each waited for its own round trip to the server."""
+        """One request for all the points (a recall reinforces up to some 30: each hit and
+        its short-term copy) instead of a waited round trip to the server for each."""
         if not changes:
             return
         self._client.batch_update_points(
