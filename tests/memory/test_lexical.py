@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bionic_memory.relevance import with_lexical
-from bionic_memory.store.base import MemoryStore, Point, Where
+from bionic_memory.store.base import MemoryStore, Point, Search, Where
 from tests.memory.conftest import DIM
 
 
@@ -33,6 +33,32 @@ def test_search_text_finds_rare_words_within_the_filter(store: MemoryStore) -> N
     }
     assert all(score > 0 for _, score in hits)
     assert store.search_text(Where(tenant="t"), "the a of", 5) == []  # stop words only
+
+
+def test_search_many_answers_each_search_as_alone_in_order(store: MemoryStore) -> None:
+    store.upsert([point(i, f"Oscar note {i}" if i % 2 else f"tea note {i}") for i in range(8)])
+    near = [1.0] + [0.0] * (DIM - 1)
+    searches = [
+        Search(Where(tenant="t"), 3, text="Oscar", with_vector=True),
+        Search(Where(tenant="t"), 5, near),
+        Search(Where(tenant="t"), 5, text="the a of"),  # stop words only: nothing to ask
+        Search(Where(tenant="t", user="nobody"), 5, near, with_vector=True),
+        Search(Where(tenant="t"), 2, text="tea"),
+    ]
+    alone = [
+        store.search_text(Where(tenant="t"), "Oscar", 3, with_vector=True),
+        store.search(Where(tenant="t"), near, 5),
+        [],
+        [],
+        store.search_text(Where(tenant="t"), "tea", 2),
+    ]
+    found = store.search_many(searches)
+    assert [[(p.id, p.vector, round(s, 5)) for p, s in hits] for hits in found] == [
+        [(p.id, p.vector, round(s, 5)) for p, s in hits] for hits in alone
+    ]
+    assert [len(hits) for hits in found] == [3, 5, 0, 0, 2]
+    assert all(p.vector is not None for p, _ in found[0])
+    assert store.search_many([]) == []
 
 
 def test_rewriting_a_text_rewrites_its_terms(store: MemoryStore) -> None:

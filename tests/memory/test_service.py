@@ -113,13 +113,47 @@ def test_recall_reinforces_hits_by_their_softmax_share_and_promotes_them(
     assert again["tea"].strength == pytest.approx(expected_copy, rel=1e-4)
 
 
-def test_a_recall_sends_its_reinforcements_to_a_qdrant_server_in_one_request(
-    clock: Clock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def qdrant_local() -> tuple[QdrantClient, QdrantStore]:
+    """qdrant-client's local mode, standing in for a server: the same client calls."""
     with warnings.catch_warnings():  # local mode ignores payload indexes, and says so
         warnings.simplefilter("ignore", UserWarning)
         client = QdrantClient(location=":memory:")
-        store = QdrantStore(client, "memories", DIM)
+        return client, QdrantStore(client, "memories", DIM)
+
+
+def refused(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("a request the batch should have carried")
+
+
+def test_a_recall_asks_a_qdrant_server_its_searches_in_one_request(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, store = qdrant_local()
+    service = MemoryService(store, MemorySettings(dimension=DIM, recall_limit=3), clock=clock)
+    for text, v in {"tea": vec(0), "green tea": vec(0, 0.3), "coffee": vec(1)}.items():
+        service.remember(ALICE, Role.USER, text, v)
+    requests: list[list[Any]] = []
+    batch = client.query_batch_points
+
+    def counted(collection_name: str, requests_: list[Any], **kwargs: Any) -> Any:
+        requests.append(requests_)
+        return batch(collection_name, requests_, **kwargs)
+
+    monkeypatch.setattr(client, "query_batch_points", counted)
+    monkeypatch.setattr(client, "query_points", refused)
+    recall = service.recall(ALICE, "tea again", vec(0, 0.1), now=T0 + DAY)
+    assert {m.text for m in recall.memories} == {"tea", "green tea", "coffee"}
+    # long-term memory and the archive, each by cosine and BM25, then short-term memory
+    assert len(requests) == 1 and len(requests[0]) == 5
+    requests.clear()
+    service.remember(ALICE, Role.ASSISTANT, "more tea", vec(0, 0.2), reinforce_related=True)
+    assert len(requests) == 1 and len(requests[0]) == 2  # long-term, by cosine and BM25
+
+
+def test_a_recall_sends_its_reinforcements_to_a_qdrant_server_in_one_request(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, store = qdrant_local()
     service = MemoryService(
         store, MemorySettings(preset="original", dimension=DIM, recall_limit=3), clock=clock
     )
@@ -132,9 +166,6 @@ def test_a_recall_sends_its_reinforcements_to_a_qdrant_server_in_one_request(
     def counted(collection_name: str, update_operations: list[Any], **kwargs: Any) -> Any:
         requests.append(update_operations)
         return batch(collection_name, update_operations, **kwargs)
-
-    def refused(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a payload written point by point")
 
     monkeypatch.setattr(client, "batch_update_points", counted)
     monkeypatch.setattr(client, "set_payload", refused)

@@ -56,6 +56,7 @@ from bionic_memory.store.base import (
     EXPIRES_FIELD,
     MemoryStore,
     Point,
+    Search,
     Where,
 )
 from bionic_memory.validation import Validator
@@ -134,17 +135,28 @@ class MemoryService:
                 stored, _, applied = self._write(
                     scope, Role.USER, text, vector, metadata or {}, idempotency_key, False, now
                 )
-            hits = self._related(scope, text, vector, stored, params, now)
-            if self._settings.archive:
-                hits = self._with_recognised(scope, text, vector, hits, params, now)
             # Only the original selection clusters the candidates by their vectors.
             clustered = self._settings.selection == "original"
-            short_term = self._store.search(
-                self._where(scope, Tier.SHORT_TERM, now, alive=True),
-                vector,
-                params.short_term_candidates,
-                with_vector=clustered,
+            n = params.long_term_candidates
+            related = self._searches(self._related_where(scope, stored, now), text, vector, n)
+            archived = (
+                self._searches(self._where(scope, Tier.ARCHIVE, now, alive=True), text, vector, n)
+                if self._settings.archive
+                else []
             )
+            where = self._where(scope, Tier.SHORT_TERM, now, alive=True)
+            found = self._store.search_many(
+                [
+                    *related,
+                    *archived,
+                    Search(where, params.short_term_candidates, vector, with_vector=clustered),
+                ]
+            )
+            hits = self._matched(found[: len(related)], vector, n)
+            if archived:
+                recognised = self._matched(found[len(related) : -1], vector, n)
+                hits = self._with_recognised(hits, recognised, n)
+            short_term = found[-1]
             promoted = self._promote(hits, params, now, write=applied)
         scored = {p.id: (p, s) for p, s in short_term}
         scored.update((p.id, (p, s)) for p, s in promoted)
@@ -165,60 +177,45 @@ class MemoryService:
         memories = [self._memory(c.item, now, c.score, strength=c.strength) for c in chosen]
         return Recall(stored=stored, memories=memories)
 
-    def _related(
-        self,
-        scope: Scope,
-        text: str,
-        vector: Sequence[float],
-        stored: Memory | None,
-        params: RecallParams,
-        now: float,
-    ) -> list[tuple[Point, float]]:
-        """The long-term memories a message relates to (itself excluded), with vectors:
-        by cosine, plus a BM25 bonus when lexical_weight is set (relevance.with_lexical)."""
-        where = self._where(
-            scope, Tier.LONG_TERM, now, alive=True, exclude_ids=(stored.id,) if stored else ()
-        )
-        return self._matches(where, text, vector, params.long_term_candidates)
+    def _related_where(self, scope: Scope, stored: Memory | None, now: float) -> Where:
+        """The long-term memories a message may relate to: all but itself."""
+        excluded = (stored.id,) if stored else ()
+        return self._where(scope, Tier.LONG_TERM, now, alive=True, exclude_ids=excluded)
 
-    def _matches(
+    def _searches(
         self, where: Where, text: str, vector: Sequence[float], limit: int
+    ) -> list[Search]:
+        """What `_matched` ranks: the nearest by cosine, and the best BM25 matches when
+        lexical_weight is set; with vectors."""
+        dense = Search(where, limit, vector, with_vector=True)
+        if not self._settings.lexical_weight:
+            return [dense]
+        return [dense, Search(where, limit, text=text, with_vector=True)]
+
+    def _matched(
+        self, found: list[list[tuple[Point, float]]], vector: Sequence[float], limit: int
     ) -> list[tuple[Point, float]]:
-        """The best `limit` matches with vectors, by cosine (plus the lexical bonus)."""
-        dense = self._store.search(where, vector, limit, with_vector=True)
-        weight = self._settings.lexical_weight
-        if not weight:
-            return dense
-        lexical = self._store.search_text(where, text, limit, with_vector=True)
-        return with_lexical(dense, lexical, vector, weight, limit)
+        """The best `limit` of what `_searches` found: by cosine, plus a BM25 bonus when
+        lexical_weight is set (relevance.with_lexical)."""
+        if len(found) == 1:
+            return found[0]
+        dense, lexical = found
+        return with_lexical(dense, lexical, vector, self._settings.lexical_weight, limit)
 
     def _with_recognised(
         self,
-        scope: Scope,
-        text: str,
-        vector: Sequence[float],
         hits: list[tuple[Point, float]],
-        params: RecallParams,
-        now: float,
+        archived: list[tuple[Point, float]],
+        limit: int,
     ) -> list[tuple[Point, float]]:
-        """Long-term hits joined by archived memories the message cues strongly
-        (relevance >= archive_min_score, as `_matches` scores it): recognition without
-        recall. They compete on relevance alone; reinforcing one brings it back into
-        long-term memory."""
-        archived = [
-            (point, score)
-            for point, score in self._matches(
-                self._where(scope, Tier.ARCHIVE, now, alive=True),
-                text,
-                vector,
-                params.long_term_candidates,
-            )
-            if score >= self._settings.archive_min_score
-        ]
-        if not archived:
+        """Long-term hits joined by the archived memories (`archived`, as `_matched`
+        ranks them) the message cues strongly (relevance >= archive_min_score):
+        recognition without recall. They compete on relevance alone; reinforcing one
+        brings it back into long-term memory."""
+        cued = [hit for hit in archived if hit[1] >= self._settings.archive_min_score]
+        if not cued:
             return hits
-        merged = sorted([*hits, *archived], key=lambda hit: hit[1], reverse=True)
-        return merged[: params.long_term_candidates]
+        return sorted([*hits, *cued], key=lambda hit: hit[1], reverse=True)[:limit]
 
     def _promote(
         self, hits: list[tuple[Point, float]], params: RecallParams, now: float, write: bool
@@ -284,7 +281,9 @@ class MemoryService:
                 scope, role, text, vector, metadata or {}, idempotency_key, pinned, now
             )
             if reinforce_related and applied:
-                hits = self._related(scope, text, vector, memory, self._params, now)
+                n = self._params.long_term_candidates
+                searches = self._searches(self._related_where(scope, memory, now), text, vector, n)
+                hits = self._matched(self._store.search_many(searches), vector, n)
                 self._promote(hits, self._params, now, write=True)
         return memory, created
 

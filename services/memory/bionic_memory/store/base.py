@@ -72,6 +72,18 @@ class Where:
         return [(key, value) for key, value in pairs if value is not None]
 
 
+@dataclass(frozen=True, slots=True)
+class Search:
+    """One query of `search_many`: nearest to `vector` as `search` does, or, with `text`,
+    the best BM25 matches of it as `search_text` does."""
+
+    where: Where
+    limit: int
+    vector: Sequence[float] = ()
+    text: str | None = None
+    with_vector: bool = False
+
+
 class MemoryStore(Protocol):
     def upsert(self, points: Sequence[Point]) -> None:
         """Insert or replace points (vector and payload) by id; durable when it returns."""
@@ -93,6 +105,9 @@ class MemoryStore(Protocol):
     ) -> list[tuple[Point, float]]:
         """The `limit` best BM25 matches of `text` among points matching `where`, best
         first, with their BM25 scores (IDF over the stored memories); see lexical.py."""
+
+    def search_many(self, searches: Sequence[Search]) -> list[list[tuple[Point, float]]]:
+        """Each search's results, in order; in one request where the backend takes several."""
 
     def scroll(
         self, where: Where, limit: int, offset: str | None, with_vector: bool = False
