@@ -113,68 +113,65 @@ def test_recall_reinforces_hits_by_their_softmax_share_and_promotes_them(
     assert again["tea"].strength == pytest.approx(expected_copy, rel=1e-4)
 
 
-def qdrant_local() -> tuple[QdrantClient, QdrantStore]:
-    """qdrant-client's local mode, standing in for a server: the same client calls."""
+def on_qdrant_local(clock: Clock, **settings: Any) -> tuple[QdrantClient, MemoryService]:
+    """A service on qdrant-client's local mode (the calls a server gets), remembering three
+    drinks of ALICE's."""
     with warnings.catch_warnings():  # local mode ignores payload indexes, and says so
         warnings.simplefilter("ignore", UserWarning)
         client = QdrantClient(location=":memory:")
-        return client, QdrantStore(client, "memories", DIM)
+        store = QdrantStore(client, "memories", DIM)
+    service = MemoryService(store, MemorySettings(dimension=DIM, **settings), clock=clock)
+    for text, v in {"tea": vec(0), "green tea": vec(0, 0.3), "coffee": vec(1)}.items():
+        service.remember(ALICE, Role.USER, text, v)
+    return client, service
 
 
-def refused(*args: Any, **kwargs: Any) -> None:
-    raise AssertionError("a request the batch should have carried")
+def batches(
+    monkeypatch: pytest.MonkeyPatch, client: QdrantClient, batched: str, single: str
+) -> list[list[Any]]:
+    """What each call of `client.<batched>` carries from now on; `client.<single>`, the
+    one-at-a-time request it replaces, fails the test."""
+    sent: list[list[Any]] = []
+    send = getattr(client, batched)
+
+    def counted(collection_name: str, items: list[Any], **kwargs: Any) -> Any:
+        sent.append(items)
+        return send(collection_name, items, **kwargs)
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"a request {batched} should have carried")
+
+    monkeypatch.setattr(client, batched, counted)
+    monkeypatch.setattr(client, single, refused)
+    return sent
 
 
 def test_a_recall_asks_a_qdrant_server_its_searches_in_one_request(
     clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, store = qdrant_local()
-    service = MemoryService(store, MemorySettings(dimension=DIM, recall_limit=3), clock=clock)
-    for text, v in {"tea": vec(0), "green tea": vec(0, 0.3), "coffee": vec(1)}.items():
-        service.remember(ALICE, Role.USER, text, v)
-    requests: list[list[Any]] = []
-    batch = client.query_batch_points
-
-    def counted(collection_name: str, requests_: list[Any], **kwargs: Any) -> Any:
-        requests.append(requests_)
-        return batch(collection_name, requests_, **kwargs)
-
-    monkeypatch.setattr(client, "query_batch_points", counted)
-    monkeypatch.setattr(client, "query_points", refused)
+    client, service = on_qdrant_local(clock, recall_limit=3)
+    sent = batches(monkeypatch, client, "query_batch_points", "query_points")
     recall = service.recall(ALICE, "tea again", vec(0, 0.1), now=T0 + DAY)
     assert {m.text for m in recall.memories} == {"tea", "green tea", "coffee"}
     # long-term memory and the archive, each by cosine and BM25, then short-term memory
-    assert len(requests) == 1 and len(requests[0]) == 5
-    requests.clear()
+    assert len(sent) == 1 and len(sent[0]) == 5
+    sent.clear()
     service.remember(ALICE, Role.ASSISTANT, "more tea", vec(0, 0.2), reinforce_related=True)
-    assert len(requests) == 1 and len(requests[0]) == 2  # long-term, by cosine and BM25
+    assert len(sent) == 1 and len(sent[0]) == 2  # long-term, by cosine and BM25
 
 
 def test_a_recall_sends_its_reinforcements_to_a_qdrant_server_in_one_request(
     clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, store = qdrant_local()
-    service = MemoryService(
-        store, MemorySettings(preset="original", dimension=DIM, recall_limit=3), clock=clock
-    )
-    for text, v in {"tea": vec(0), "green tea": vec(0, 0.3), "coffee": vec(1)}.items():
-        service.remember(ALICE, Role.USER, text, v)
+    client, service = on_qdrant_local(clock, preset="original", recall_limit=3)
     service.recall(ALICE, "tea again", vec(0, 0.1), now=T0 + DAY)  # copies into STM
-    requests: list[list[Any]] = []
-    batch = client.batch_update_points
-
-    def counted(collection_name: str, update_operations: list[Any], **kwargs: Any) -> Any:
-        requests.append(update_operations)
-        return batch(collection_name, update_operations, **kwargs)
-
-    monkeypatch.setattr(client, "batch_update_points", counted)
-    monkeypatch.setattr(client, "set_payload", refused)
+    sent = batches(monkeypatch, client, "batch_update_points", "set_payload")
     service.recall(ALICE, "more tea", vec(0, 0.1), dry_run=True, now=T0 + DAY + 60)
-    assert requests == []  # a preview writes nothing
+    assert sent == []  # a preview writes nothing
     service.recall(ALICE, "more tea", vec(0, 0.1), now=T0 + DAY + 60)
     # the 4 long-term hits (every memory but the message itself) and the 3 short-term
     # copies the first recall made, in one request
-    assert len(requests) == 1 and len(requests[0]) == 7
+    assert len(sent) == 1 and len(sent[0]) == 7
 
 
 def test_short_term_memory_forgets_after_its_twenty_minute_point(
