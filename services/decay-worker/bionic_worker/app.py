@@ -41,6 +41,7 @@ from bionic_worker.broker import connection_settings
 from bionic_worker.config import WorkerSettings
 from bionic_worker.metrics import WorkerMetrics
 from bionic_worker.summary import Summarizer, SummaryOptions
+from bionic_worker.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,8 +67,9 @@ class Outage:
 class Runner(threading.local):
     """Runs task coroutines: each task thread keeps its own event loop and clients."""
 
-    def __init__(self, settings: WorkerSettings, opened: list[Runner]) -> None:
+    def __init__(self, settings: WorkerSettings, opened: list[Runner], watchdog: Watchdog) -> None:
         self.settings = settings
+        self._watchdog = watchdog  # one per process, shared by every thread's runner
         self.loop: asyncio.AbstractEventLoop | None = None
         self.services: logic.Services | None = None
         self._opened = opened  # every thread's runner that connected, for close()
@@ -88,9 +90,7 @@ class Runner(threading.local):
         if self.services is None:
             self.services = self.loop.run_until_complete(self._connect())
         services = self.services
-        watchdog = threading.Timer(hard_limit, _hard_limit_exceeded, args=(name, hard_limit))
-        watchdog.daemon = True
-        watchdog.start()
+        watched = self._watchdog.arm(name, hard_limit)
         try:
             return self.loop.run_until_complete(
                 asyncio.wait_for(_awaited(make(services)), soft_limit)
@@ -98,7 +98,7 @@ class Runner(threading.local):
         except TimeoutError as exc:
             raise SoftTimeLimitExceeded(f"{name} ran past {soft_limit:g}s") from exc
         finally:
-            watchdog.cancel()
+            self._watchdog.disarm(watched)
 
     def close(self) -> None:
         """Close this thread's clients and loop (from any thread, once tasks stopped)."""
@@ -160,7 +160,7 @@ def create_app(settings: WorkerSettings, metrics: WorkerMetrics) -> Celery:
     )
     metrics.connect(app)
     runners: list[Runner] = []
-    runner = Runner(settings, runners)
+    runner = Runner(settings, runners, Watchdog(_hard_limit_exceeded))
 
     @signals.worker_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
     def close_clients(**_: Any) -> None:
