@@ -223,6 +223,19 @@ def test_env_example_lists_every_variable_with_its_default(compose: dict[str, An
             assert value == default, f".env.example {name}={value!r}, compose default {default!r}"
 
 
+def test_dockerfile_builds_llama_cpp_with_the_makefiles_flags() -> None:
+    """The image cannot read the Makefile: the two lists of llama.cpp build flags (AVX2
+    and friends, never -march=native, which brought AMX and its crash) must not drift."""
+    flag = r"-DGGML_\w+=\w+"
+    makefile = (ROOT / "Makefile").read_text()
+    make_args = re.search(r"^LLAMA_CMAKE_ARGS :=(.*?)\n(?=\S|\n)", makefile, re.M | re.S)
+    docker_args = re.search(r'CMAKE_ARGS="([^"]*)"', (ROOT / APP_DOCKERFILE).read_text())
+    assert make_args and docker_args
+    make_flags = re.findall(flag, make_args.group(1))
+    assert "-DGGML_NATIVE=OFF" in make_flags
+    assert sorted(make_flags) == sorted(re.findall(flag, docker_args.group(1)))
+
+
 def test_dockerfile_pins_what_pyproject_pins(compose: dict[str, Any]) -> None:
     dockerfile = (ROOT / APP_DOCKERFILE).read_text()
     pyproject = (ROOT / "pyproject.toml").read_text()
