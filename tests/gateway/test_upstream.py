@@ -3,15 +3,21 @@ requests arrive on them: the race of an upstream's keep-alive timeout, made dete
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import pytest
 
 from bionic_gateway.config import GatewaySettings
 from bionic_gateway.errors import OpenAIError
-from bionic_gateway.upstream import PARSED_URLS, Upstream
-from tests.reliability.faulty_upstream import KEPT_ALIVE_CONTENT, KeepAliveCloser
+from bionic_gateway.upstream import PARSED_URLS, Upstream, environment_proxy
+from tests.reliability.faulty_upstream import (
+    KEPT_ALIVE_CONTENT,
+    KeepAliveCloser,
+    SocketUpstream,
+    read_request,
+)
 from tests.support.recording_upstream import RecordingUpstream
 
 CHAT = {"model": "closer", "messages": [{"role": "user", "content": "hello"}]}
@@ -26,7 +32,7 @@ def closer() -> Iterator[KeepAliveCloser]:
 
 async def chat(upstream: Upstream) -> bytes:
     reply = await upstream.send("POST", "chat/completions", None, json_body=CHAT)
-    assert reply.status_code == 200
+    assert reply.status == 200
     return await upstream.read(reply)
 
 
@@ -41,6 +47,25 @@ async def test_a_request_that_crosses_the_upstreams_close_is_sent_again(
     finally:
         await upstream.close()
     assert len(closer.requests) == 3 and closer.connections == 2  # one retry, a new connection
+
+
+async def test_an_idempotent_request_that_crosses_the_close_is_sent_again(
+    closer: KeepAliveCloser,
+) -> None:
+    """aiohttp's own retry (RFC 9112, 9.3.1), which `send` leaves GET to: once."""
+    upstream = Upstream(GatewaySettings(upstream_base_url=closer.base_url))
+    try:
+        for _ in range(2):
+            reply = await upstream.send("GET", "models", None)
+            assert reply.status == 200
+            await upstream.read(reply)
+        closer.close_all = True
+        with pytest.raises(OpenAIError) as failed:
+            await upstream.send("GET", "models", None)
+    finally:
+        await upstream.close()
+    assert failed.value.status == 502
+    assert len(closer.requests) == 5 and closer.connections == 3  # the 2nd and 3rd sent twice
 
 
 async def test_an_upstream_that_keeps_closing_is_502_after_one_retry(
@@ -85,15 +110,38 @@ async def test_a_streamed_body_is_never_sent_twice(closer: KeepAliveCloser) -> N
     assert len(closer.requests) == 2 and closer.connections == 1
 
 
-async def test_cookies_the_upstream_sets_are_not_kept_for_the_next_caller() -> None:
-    upstream = Upstream(GatewaySettings(upstream_base_url="http://upstream.test/v1"))
-    request = upstream.client.build_request("GET", upstream.url("models"))
-    answer = httpx.Response(
-        200, headers={"set-cookie": "session=tenant-a; Path=/"}, request=request
-    )
-    upstream.client.cookies.extract_cookies(answer)
-    assert not upstream.client.cookies
-    await upstream.close()
+class CookieSetter(SocketUpstream):
+    """Sets a cookie on every answer (one a connection) and records the request heads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[bytes] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            head, _ = await read_request(reader)
+            self.requests.append(head)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nset-cookie: session=tenant-a; Path=/\r\n"
+                b"connection: close\r\ncontent-length: 2\r\n\r\n{}"
+            )
+            await writer.drain()
+        writer.close()
+
+
+async def test_cookies_the_upstream_sets_are_not_sent_for_the_next_caller() -> None:
+    server = CookieSetter().start()
+    upstream = Upstream(GatewaySettings(upstream_base_url=server.base_url))
+    try:
+        for _ in range(2):
+            reply = await upstream.send("GET", "models", None)
+            assert reply.headers["set-cookie"].startswith("session=")
+            await upstream.read(reply)
+    finally:
+        await upstream.close()
+        server.stop()
+    assert len(server.requests) == 2
+    assert all(b"cookie:" not in head.lower() for head in server.requests)
 
 
 async def test_every_path_reaches_its_url_past_the_parsed_ones(
@@ -107,9 +155,24 @@ async def test_every_path_reaches_its_url_past_the_parsed_ones(
     try:
         for path, params in sent + sent[:2]:
             reply = await client.send("GET", path, None, params=params)
-            assert reply.status_code == 200
+            assert reply.status == 200
             await client.read(reply)
     finally:
         await client.close()
     seen = [(r["body"]["path"], r["body"]["query"]) for r in upstream.requests]
     assert seen == [(p.lstrip("/"), q) for p, q in sent + sent[:2]]
+
+
+def test_the_environments_proxy_is_used_unless_no_proxy_exempts_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    assert environment_proxy("https://api.example.com/v1") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,.internal.test")
+    assert environment_proxy("https://api.example.com/v1") == "http://proxy.test:3128"
+    assert environment_proxy("http://api.example.com/v1") is None  # no HTTP_PROXY
+    assert environment_proxy("https://llm.internal.test/v1") is None
+    assert environment_proxy("https://localhost:8080/v1") is None

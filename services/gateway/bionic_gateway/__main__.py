@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import logging
 
 import uvicorn
 
@@ -17,9 +16,6 @@ def main() -> None:
     settings = GatewaySettings()
     setup_logging("gateway", settings.log_level)
     setup_request_logging()
-    # httpx logs every upstream call at INFO: a second line per chat turn, beside the
-    # gateway's own access line, written on the event loop.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(settings)
     # What is alive now (modules, routes, models: ~100k objects) lives as long as the
     # process: out of the collector's sight, a full collection no longer walks it on a

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import http.cookiejar
+import json
 import logging
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import anyio
-import httpx
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
+from yarl import URL
 
 from bionic_gateway.auth import Caller
 from bionic_gateway.config import GatewaySettings
@@ -46,30 +50,42 @@ DROP_REQUEST_HEADERS = {
     "api-key",
 }
 
-
+# What failing to reach the upstream or to read its answer raises; timeouts are among them.
+UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError)
 # Failures of a kept-alive connection that the upstream closed before it read the request.
-STALE_CONNECTION_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+# Requests aiohttp itself sends once more after such a failure (RFC 9112, 9.3.1).
+IDEMPOTENT_METHODS = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"}
+CONNECT_TIMEOUT = 10.0
+MAX_CONNECTIONS = 512
 PARSED_URLS = 64  # upstream URLs kept parsed (chat's, and the first pass-through paths)
 
 
-class NoCookies(httpx.Cookies):
-    """A client's cookie store that keeps nothing the upstream sets: one client serves every
-    tenant, so a cookie set for one must never be sent for another. (A cookie policy that
-    refuses every cookie does the same after building two urllib objects per response.)"""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-
 class ConnectionTrace:
-    """Follows one request through httpx's pool: did it open a new connection?"""
+    """Follows one request through the connection pool: did it go out on a kept-alive
+    connection?"""
 
     def __init__(self) -> None:
-        self.opened = False
+        self.reused = False
 
-    async def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        if event.startswith("connection.connect_"):
-            self.opened = True
+
+async def _connection_reused(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceConnectionReuseconnParams,
+) -> None:
+    if isinstance(context.trace_request_ctx, ConnectionTrace):
+        context.trace_request_ctx.reused = True
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy that HTTPS_PROXY / HTTP_PROXY / ALL_PROXY give for `url`, unless NO_PROXY
+    exempts its host: read once, as the upstream's URL does not change."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 class Upstream:
@@ -77,21 +93,31 @@ class Upstream:
         self.base_url = settings.upstream_base_url.rstrip("/")
         self._key = settings.upstream_api_key
         self._passthrough = settings.upstream_key_passthrough
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.upstream_timeout, connect=10.0),
-            limits=httpx.Limits(
-                max_connections=512,
-                max_keepalive_connections=64,
-                keepalive_expiry=settings.upstream_keepalive_expiry,
+        traces = aiohttp.TraceConfig()
+        traces.on_connection_reuseconn.append(_connection_reused)
+        keepalive = settings.upstream_keepalive_expiry
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=MAX_CONNECTIONS,
+                keepalive_timeout=keepalive if keepalive else None,
+                force_close=not keepalive,
             ),
+            # Each read (the answer's head, then every chunk) may take upstream_timeout, so
+            # a long stream lasts as long as the model keeps writing; waiting for a free
+            # connection of the pool and connecting count as connecting.
+            timeout=self._timeouts(settings.upstream_timeout),
+            # One client serves every tenant: a cookie the upstream set for one must never
+            # be sent for another, so none is kept.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            proxy=environment_proxy(self.base_url),
+            trace_configs=[traces],
         )
-        # One client serves every tenant: a cookie the upstream set for one must never be
-        # sent for another. httpx has no public way to give a client its own Cookies class,
-        # so the jar also refuses every cookie: the guard that still holds should a later
-        # httpx keep its cookies elsewhere than `_cookies`.
-        self.client._cookies = NoCookies()
-        self.client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        self._parsed: dict[str, httpx.URL] = {}
+        self._parsed: dict[str, URL] = {}
+
+    @staticmethod
+    def _timeouts(read: float) -> aiohttp.ClientTimeout:
+        connect = min(CONNECT_TIMEOUT, read)
+        return aiohttp.ClientTimeout(total=None, connect=read, sock_connect=connect, sock_read=read)
 
     def headers(self, caller: Caller | None = None) -> dict[str, str]:
         """The upstream's authorization: the server's key, or the caller's own in pass-through."""
@@ -101,13 +127,13 @@ class Upstream:
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
 
-    def _parsed_url(self, path: str, params: str) -> httpx.URL:
+    def _parsed_url(self, path: str, params: str) -> URL:
         """The URL of `path`, parsed once for the first few paths without a query."""
         if params:
-            return httpx.URL(f"{self.url(path)}?{params}")
+            return URL(f"{self.url(path)}?{params}")
         found = self._parsed.get(path)
         if found is None:
-            found = httpx.URL(self.url(path))
+            found = URL(self.url(path))
             if len(self._parsed) < PARSED_URLS:
                 self._parsed[path] = found
         return found
@@ -123,58 +149,66 @@ class Upstream:
         headers: Mapping[str, str] | None = None,
         params: str = "",
         timeout: float | None = None,
-    ) -> httpx.Response:
+    ) -> aiohttp.ClientResponse:
         """Send a request and return the response with its body still unread.
 
         A request without a streamed body is sent once more when a kept-alive connection
         turns out to be closed before any answer came: the upstream closed it as idle just as
-        the request went out. A timeout (the client's, or `timeout` seconds) becomes 504, an
+        the request went out (aiohttp does this itself for idempotent methods, this method
+        for the others: POST). A timeout (the client's, or `timeout` seconds) becomes 504, an
         unreachable upstream 502 (OpenAI-shaped errors).
         """
-
         url = self._parsed_url(path, params)
+        sent_headers = {**(headers or {}), **self.headers(caller)}
+        data: bytes | AsyncIterator[bytes] | None = content
+        if json_body is not None:
+            data = json.dumps(
+                json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+            sent_headers["Content-Type"] = "application/json"
+        timeouts = self._timeouts(timeout) if timeout else self.client.timeout
 
-        def build(trace: ConnectionTrace | None) -> httpx.Request:
-            return self.client.build_request(
+        async def attempt(trace: ConnectionTrace | None) -> aiohttp.ClientResponse:
+            return await self.client.request(
                 method,
                 url,
-                json=json_body,
-                content=content,
-                headers={**(headers or {}), **self.headers(caller)},
-                timeout=httpx.Timeout(timeout) if timeout else httpx.USE_CLIENT_DEFAULT,
-                extensions={"trace": trace.trace} if trace else None,
+                data=data,
+                headers=sent_headers,
+                allow_redirects=False,
+                timeout=timeouts,
+                trace_request_ctx=trace,
             )
 
         try:
             first = ConnectionTrace()
             try:
-                return await self.client.send(build(first), stream=True)
+                return await attempt(first)
             except STALE_CONNECTION_ERRORS as exc:
-                if content is not None or first.opened:
+                if content is not None or not first.reused or method in IDEMPOTENT_METHODS:
                     raise
                 log.info("the upstream closed a kept-alive connection (%r): sending again", exc)
-            return await self.client.send(build(None), stream=True)
-        except httpx.TimeoutException as exc:
+            return await attempt(None)
+        except TimeoutError as exc:
             raise OpenAIError(504, "the upstream did not answer in time", code="timeout") from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise OpenAIError(502, f"the upstream is unreachable: {exc}") from exc
 
-    async def read(self, reply: httpx.Response) -> bytes:
+    async def read(self, reply: aiohttp.ClientResponse) -> bytes:
         """The whole body of a response from `send`; a stalled body becomes 504."""
         try:
-            return await reply.aread()
-        except httpx.TimeoutException as exc:
+            return await reply.read()
+        except TimeoutError as exc:
             raise OpenAIError(504, "the upstream did not answer in time", code="timeout") from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise OpenAIError(502, f"the upstream broke off its answer: {exc}") from exc
         finally:
-            await reply.aclose()
+            reply.release()
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
 
 
-def passthrough_headers(response: httpx.Response) -> dict[str, str]:
+def passthrough_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
     return {k: v for k, v in response.headers.items() if k.lower() not in DROP_RESPONSE_HEADERS}
 
 
@@ -183,7 +217,7 @@ def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 async def relay_body(
-    reply: httpx.Response, sse: bool = False, events: EventStream | None = None
+    reply: aiohttp.ClientResponse, sse: bool = False, events: EventStream | None = None
 ) -> AsyncGenerator[bytes, None]:
     """The upstream body chunk by chunk, through `events` when the stream is checked; the
     upstream response is closed however it ends.
@@ -192,23 +226,22 @@ async def relay_body(
     error event followed by `data: [DONE]`, otherwise the body is cut short.
     """
     try:
-        async for chunk in reply.aiter_bytes():
+        async for chunk in reply.content.iter_any():
             relayed = chunk if events is None else events.feed(chunk)
             if relayed:
                 yield relayed
         if events is not None:
             events.end()
-    except httpx.HTTPError as exc:
+    except UPSTREAM_ERRORS as exc:
         log.warning("the upstream broke off its stream: %s", exc.__class__.__name__)
         if sse:
-            status = 504 if isinstance(exc, httpx.TimeoutException) else 502
+            status = 504 if isinstance(exc, TimeoutError) else 502
             yield error_event(status, f"the upstream broke off its stream: {exc}")
     except MalformedStream as exc:
         log.warning("the upstream sent a malformed event stream: %s", exc)
         yield error_event(502, "the upstream sent a malformed event stream")
     finally:
-        with anyio.CancelScope(shield=True):
-            await reply.aclose()
+        reply.release()  # back to the pool when read to the end, else closed
 
 
 class RelayResponse(StreamingResponse):
@@ -247,6 +280,8 @@ class RelayResponse(StreamingResponse):
             await self.background()
 
 
-def upstream_response(reply: httpx.Response, body: bytes, headers: Mapping[str, str]) -> Response:
+def upstream_response(
+    reply: aiohttp.ClientResponse, body: bytes, headers: Mapping[str, str]
+) -> Response:
     """The upstream's answer as it was: status, body and headers (retry-after included)."""
-    return Response(body, reply.status_code, {**passthrough_headers(reply), **headers})
+    return Response(body, reply.status, {**passthrough_headers(reply), **headers})

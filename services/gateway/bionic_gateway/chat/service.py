@@ -106,14 +106,14 @@ class ChatService:
         stream = bool(request.stream)
         self._metrics.turn(turn.outcome, stream)
         out_headers = {MEMORY_HEADER: turn.header()}
-        if reply.status_code != 200:
-            self._metrics.upstream_errors.labels(str(reply.status_code)).inc()
-        if reply.status_code != 200 or not stream:
+        if reply.status != 200:
+            self._metrics.upstream_errors.labels(str(reply.status)).inc()
+        if reply.status != 200 or not stream:
             content = await self._upstream.read(reply)
             total = time.perf_counter() - started
             self._metrics.stage["total"].observe(total)
             out_headers["server-timing"] = _server_timing(turn, first_byte, total)
-            if reply.status_code == 200:
+            if reply.status == 200:
                 answer, usage = _reply_parts(content)
                 self._count_tokens(usage)
                 if answer and turn.stores:

@@ -28,11 +28,9 @@ class ModelsService:
         except OpenAIError as exc:
             log.warning("upstream /models failed (%s); answering from configuration", exc)
         else:
-            if reply.status_code == 200:
+            if reply.status == 200:
                 return Response(body, 200, passthrough_headers(reply))
-            log.warning(
-                "upstream /models answered %d; answering from configuration", reply.status_code
-            )
+            log.warning("upstream /models answered %d; answering from configuration", reply.status)
         created = int(time.time())
         data: list[dict[str, Any]] = [
             {"id": m, "object": "model", "created": created, "owned_by": "bionicmemory"}

@@ -38,6 +38,6 @@ class PassthroughService:
         sse = reply.headers.get("content-type", "").startswith("text/event-stream")
         return RelayResponse(
             relay_body(reply, sse=sse),
-            status_code=reply.status_code,
+            status_code=reply.status,
             headers=passthrough_headers(reply),
         )
