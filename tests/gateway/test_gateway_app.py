@@ -114,6 +114,18 @@ def test_the_upstream_key_is_the_servers_or_the_clients(
     assert chat == other == expected
 
 
+@pytest.mark.parametrize("content_type", ["application/x-bin", None], ids=["typed", "untyped"])
+def test_a_passed_through_body_keeps_its_content_type_or_its_lack_of_one(
+    upstream: RecordingUpstream, content_type: str | None
+) -> None:
+    body = b"\x00raw upload\xff"
+    headers = {"content-type": content_type} if content_type else {}
+    with gateway(settings(upstream)) as c:
+        seen = c.post("/v1/files", content=body, headers=headers).json()
+    assert seen["content_type"] == content_type
+    assert seen["bytes"] == len(body)
+
+
 def test_memory_down_means_degraded_not_failed(upstream: RecordingUpstream) -> None:
     with gateway(settings(upstream)) as c:
         reply = c.post("/v1/chat/completions", json=CHAT)

@@ -56,6 +56,7 @@ UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError)
 STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 # Requests aiohttp itself sends once more after such a failure (RFC 9112, 9.3.1).
 IDEMPOTENT_METHODS = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"}
+NO_AUTO_CONTENT_TYPE = ("Content-Type",)
 CONNECT_TIMEOUT = 10.0
 MAX_CONNECTIONS = 512
 PARSED_URLS = 64  # upstream URLs kept parsed (chat's, and the first pass-through paths)
@@ -167,6 +168,9 @@ class Upstream:
             ).encode()
             sent_headers["Content-Type"] = "application/json"
         timeouts = self._timeouts(timeout) if timeout else self.client.timeout
+        # A relayed body goes as it came: with no Content-Type when the client sent none,
+        # where aiohttp would label it application/octet-stream.
+        skip = NO_AUTO_CONTENT_TYPE if content is not None else None
 
         async def attempt(trace: ConnectionTrace | None) -> aiohttp.ClientResponse:
             return await self.client.request(
@@ -175,6 +179,7 @@ class Upstream:
                 data=data,
                 headers=sent_headers,
                 allow_redirects=False,
+                skip_auto_headers=skip,
                 timeout=timeouts,
                 trace_request_ctx=trace,
             )
