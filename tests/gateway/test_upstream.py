@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from starlette.background import BackgroundTask
 
 from bionic_gateway.config import GatewaySettings
 from bionic_gateway.errors import OpenAIError
-from bionic_gateway.upstream import PARSED_URLS, Upstream, environment_proxy
+from bionic_gateway.upstream import PARSED_URLS, RelayResponse, Upstream, environment_proxy
 from tests.reliability.faulty_upstream import (
     KEPT_ALIVE_CONTENT,
     KeepAliveCloser,
@@ -176,3 +178,58 @@ def test_the_environments_proxy_is_used_unless_no_proxy_exempts_the_host(
     assert environment_proxy("http://api.example.com/v1") is None  # no HTTP_PROXY
     assert environment_proxy("https://llm.internal.test/v1") is None
     assert environment_proxy("https://localhost:8080/v1") is None
+
+
+class Relay:
+    """A RelayResponse over an endless body, served as ASGI with a receive the test ends."""
+
+    def __init__(self, chunks: int | None) -> None:
+        self.sent: list[dict[str, object]] = []
+        self.closed = self.finished = False
+        self.disconnect = asyncio.Event()
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                for _ in itertools.count() if chunks is None else range(chunks):
+                    yield b"data: {}\n\n"
+                    await asyncio.sleep(0.001)
+            finally:
+                self.closed = True
+
+        async def finish() -> None:
+            self.finished = True
+
+        self.response = RelayResponse(body(), background=BackgroundTask(finish))
+
+    async def receive(self) -> dict[str, object]:
+        await self.disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, object]) -> None:
+        self.sent.append(message)
+
+    def serve(self) -> asyncio.Task[None]:
+        scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
+        return asyncio.create_task(self.response(scope, self.receive, self.send))
+
+
+async def test_a_relay_ends_with_its_body_or_with_the_client_and_keeps_outer_cancels() -> None:
+    ended = Relay(chunks=3)
+    await ended.serve()
+    assert [m.get("more_body") for m in ended.sent[1:]] == [True, True, True, False]
+    assert ended.closed and ended.finished
+
+    left = Relay(chunks=None)
+    serving = left.serve()
+    await asyncio.sleep(0.02)
+    left.disconnect.set()
+    await asyncio.wait_for(serving, 5)  # returns: the client leaving is no error
+    assert left.closed and left.finished and left.sent[-1]["more_body"] is True
+
+    stopped = Relay(chunks=None)
+    serving = stopped.serve()
+    await asyncio.sleep(0.02)
+    serving.cancel()  # a server shutting down: the cancel is not taken for the client's
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    assert stopped.closed and not stopped.finished
