@@ -356,7 +356,7 @@ class TaskQueue:
         release, that was a third of a publish's CPU)."""
         connection = self._app.connection_for_write()
         try:
-            producer = connection.Producer(auto_declare=False)
+            producer: Producer = connection.Producer(auto_declare=False)
             self._default_queue(producer.channel).declare()
         except BaseException:
             connection.collect()
