@@ -181,7 +181,8 @@ def test_the_environments_proxy_is_used_unless_no_proxy_exempts_the_host(
 
 
 class Relay:
-    """A RelayResponse over an endless body, served as ASGI with a receive the test ends."""
+    """A RelayResponse over `chunks` events (None: endless), served as ASGI; the test says
+    when the client leaves."""
 
     def __init__(self, chunks: int | None) -> None:
         self.sent: list[dict[str, object]] = []
