@@ -28,7 +28,7 @@ def open_store(settings: MemorySettings) -> MemoryStore:
             settings.dimension,
             api_key=settings.qdrant_api_key,
         )
-    return EdgeStore(settings.data_dir, settings.dimension)
+    return EdgeStore(settings.data_dir, settings.dimension, search_threads=settings.search_threads)
 
 
 async def run(settings: MemorySettings) -> None:

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bionic_memory.decay import EBBINGHAUS_CURVE
+from bionic_memory.store.edge import SEARCH_THREADS
 
 
 class MemorySettings(BaseSettings):
@@ -110,6 +111,11 @@ class MemorySettings(BaseSettings):
     max_page_size: int = Field(500, ge=1, description="Largest List page")
     max_concurrent_rpcs: int = Field(256, ge=1)
     store_threads: int = Field(8, ge=1, description="Threads doing blocking store work")
+    search_threads: int = Field(
+        SEARCH_THREADS,
+        ge=0,
+        description="edge: threads reading the store's segments in parallel; 0 = one per CPU",
+    )
     grace_seconds: float = 5.0
     log_level: str = "INFO"
 

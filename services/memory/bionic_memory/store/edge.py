@@ -30,6 +30,13 @@ VECTOR = "dense"
 DELETE_CHUNK = 250
 # The ids to delete are found a page at a time (a scroll of ids only, about 3 us each).
 DELETE_PAGE = 10_000
+# Threads of the engine's search pool, which reads a shard's segments in parallel. Its own
+# default (8 on a 2-core machine) cost CPU and time on every query, for a search filtered to
+# one user's memories. One thread, in-process (bench numbers in docs/benchmarks.md): Recall
+# p50 3.7 -> 2.8 ms and CPU 4.3-5.0 -> 2.8-3.0 ms at 200k memories; p50 4.4-5.0 -> 3.4-3.8
+# ms and p99 8.3-10.4 -> 5.5-5.8 ms at 1M. The running service spent 2 ms less CPU per
+# recalled turn at c=1 and served as many turns/s at c=32.
+SEARCH_THREADS = 1
 
 
 class EdgeStore:
@@ -41,6 +48,7 @@ class EdgeStore:
         dimension: int,
         delete_chunk: int = DELETE_CHUNK,
         delete_page: int = DELETE_PAGE,
+        search_threads: int = SEARCH_THREADS,
     ) -> None:
         self.dimension = dimension
         self._delete_chunk = delete_chunk
@@ -58,6 +66,8 @@ class EdgeStore:
             # segments the engine creates from now on: an older shard keeps its cold ones
             # (EdgeShard.optimize() would convert them, but builds HNSW graphs: 8.9 s at 20k).
             payload_memory=qe.Memory.Cached,
+            # Given each time: a loaded shard would otherwise keep the count it last had.
+            max_search_threads=search_threads or len(os.sched_getaffinity(0)),
         )
         if os.path.isdir(shard_dir) and os.listdir(shard_dir):
             self._shard = qe.EdgeShard.load(shard_dir, config)
