@@ -32,10 +32,10 @@ DELETE_CHUNK = 250
 DELETE_PAGE = 10_000
 # Threads of the engine's search pool, which reads a shard's segments in parallel. Its own
 # default (8 on a 2-core machine) cost CPU and time on every query, for a search filtered to
-# one user's memories. One thread, in-process (bench numbers in docs/benchmarks.md): Recall
-# p50 3.7 -> 2.8 ms and CPU 4.3-5.0 -> 2.8-3.0 ms at 200k memories; p50 4.4-5.0 -> 3.4-3.8
-# ms and p99 8.3-10.4 -> 5.5-5.8 ms at 1M. The running service spent 2 ms less CPU per
-# recalled turn at c=1 and served as many turns/s at c=32.
+# one user's memories. One thread against eight (bench/edge_search_threads.py, in-process):
+# Recall p50 4.1 -> 2.8 ms and CPU per Recall 5.4-5.5 -> 2.9-3.1 ms at 200k memories, p50
+# 5.1 -> 4.3 ms and CPU 6.1-6.7 -> 3.7-5.2 ms at 1M. The running service spent 1.5-2.2 ms
+# less CPU per recalled turn at c=1 and served as many turns/s at c=32.
 SEARCH_THREADS = 1
 
 
