@@ -7,8 +7,10 @@ One store is filled as `memory_scale.py` fills it (Import of each user's history
 unit vectors), then reopened with each pool size in turn, `--rounds` times, and
 `--recalls` Recalls of random users timed on each (in-process `MemoryService`, no gRPC,
 no embedding; CPU of every thread of the process). Rounds alternate so that the sizes are
-compared under the same drift of the machine's load. The result goes to this bench's
-section of docs/benchmarks.md.
+compared under the same drift of the machine's load. Each Recall stores its message and
+promotes its hits, so the store grows by about 15 points per Recall as the sizes are
+measured, in the order given: the default (1, last by default) meets the largest store.
+The result goes to this bench's section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
