@@ -38,9 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 MEASURES = ("recall_p50_ms", "recall_p99_ms", "recall_cpu_ms", "search_p50_ms")
 
 
-def measure(folder: str, args: argparse.Namespace) -> dict[int, list[dict[str, float]]]:
+def measure(
+    folder: str, settings: MemorySettings, args: argparse.Namespace
+) -> dict[int, list[dict[str, float]]]:
     """Each pool size's latency results, one per round."""
-    settings = MemorySettings(dimension=args.dimension)
     results: dict[int, list[dict[str, float]]] = {size: [] for size in args.sizes}
     for round_ in range(args.rounds):
         for size in args.sizes:
@@ -122,7 +123,7 @@ def main() -> None:
             )
         finally:
             store.close()
-        results = measure(folder, args)
+        results = measure(folder, settings, args)
     text = report(args, results)
     sys.stdout.write(text + "\n")
     if not args.no_docs:

@@ -30,7 +30,6 @@ from report import Table, replace_section
 ROOT = Path(__file__).resolve().parents[1]
 # A health server on a free port, which prints the port once it serves.
 SERVER = """
-import sys, time
 from concurrent.futures import ThreadPoolExecutor
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
