@@ -16,6 +16,12 @@ with per-request memory controls: `gateway-read-only` recalls but stores nothing
 reply is queued and the worker stays idle), `gateway-off` is the proxy alone. The gateway
 logs at the launcher's level (INFO, its access line per request), as deployed.
 
+The turn's time is the client's, so it holds the client's own work on the request and the
+answer too. The bench's client is aiohttp's: against the recording upstream it spends about
+0.3 ms of CPU per turn where httpx's (the openai SDK's client) spends 1.4-1.8 ms, so with
+httpx about 0.8 ms of its own time (p50) would be read as the gateway's. `--variant 'as
+launched' 'client http=httpx'` measures both in one run.
+
 Turns are sent back to back (the next as soon as the last byte of one came), and at
 concurrency 1 also paced (`--think`: a pause after each turn, as a person reading the answer
 makes), where the worker's follow-up of a turn (the reply's embedding and store) has ended
@@ -43,10 +49,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +73,7 @@ TARGETS = ("direct", "gateway", "gateway-read-only", "gateway-off")
 PROCESSES = ("gateway", "embedder", "memory", "worker", "upstream", "client")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RESTART_SETTLE_SECONDS = 8.0
+CLIENT = "aiohttp"  # the bench's HTTP client library; a variant 'client http=httpx' changes it
 
 
 @dataclass
@@ -129,7 +139,46 @@ def timing(header: str) -> dict[str, float]:
     return found
 
 
-async def turn(client: httpx.AsyncClient, run: Run, user: str, n: int) -> None:
+Reply = tuple[int, Mapping[str, str]]  # status, headers; the body was read to its end
+Post = Callable[[dict[str, Any]], Awaitable[Reply]]
+
+
+@asynccontextmanager
+async def http_client(
+    library: str, base_url: str, headers: dict[str, str], concurrency: int
+) -> AsyncIterator[Post]:
+    """POST a chat body to `base_url`/chat/completions and read the whole answer, with
+    `library`'s async client: aiohttp, the cheaper of the two, or httpx (the openai SDK's),
+    whose own work per request the turn's time then holds too (see the module's doc)."""
+    url = f"{base_url}/chat/completions"
+    if library == "httpx":
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(headers=headers, limits=limits, timeout=60) as client:
+
+            async def post_httpx(body: dict[str, Any]) -> Reply:
+                async with client.stream("POST", url, json=body) as reply:
+                    async for _ in reply.aiter_raw():
+                        pass
+                return reply.status_code, reply.headers
+
+            yield post_httpx
+        return
+    async with aiohttp.ClientSession(
+        headers=headers,
+        connector=aiohttp.TCPConnector(limit=concurrency),
+        timeout=aiohttp.ClientTimeout(total=60),
+    ) as session:
+
+        async def post_aiohttp(body: dict[str, Any]) -> Reply:
+            async with session.post(url, json=body) as reply:
+                async for _ in reply.content.iter_any():
+                    pass
+            return reply.status, reply.headers
+
+        yield post_aiohttp
+
+
+async def turn(post: Post, run: Run, user: str, n: int) -> None:
     body = {
         "model": "recorder",
         "user": user,
@@ -137,17 +186,15 @@ async def turn(client: httpx.AsyncClient, run: Run, user: str, n: int) -> None:
         "messages": [{"role": "user", "content": f"Note {n} from {user}: I had tea at {n % 24}h."}],
     }
     started = time.perf_counter()
-    async with client.stream("POST", "/chat/completions", json=body) as reply:
-        async for _ in reply.aiter_raw():
-            pass
+    status, headers = await post(body)
     elapsed = (time.perf_counter() - started) * 1000
-    if reply.status_code != 200:
+    if status != 200:
         run.errors += 1
         return
     run.latencies.append(elapsed)
     if not run.target.startswith("gateway"):
         return
-    stages = timing(reply.headers.get("server-timing", ""))
+    stages = timing(headers.get("server-timing", ""))
     if "total" in stages:  # non-stream: the handler's own time, without HTTP in and out
         run.server_own.append(
             stages["total"] - stages["embed"] - stages["recall"] - stages["upstream"]
@@ -157,28 +204,28 @@ async def turn(client: httpx.AsyncClient, run: Run, user: str, n: int) -> None:
         run.stages[name].append(stages.get(name, 0.0))
     run.besides.append(elapsed - stages["embed"] - stages["recall"])
     run.own.append(run.besides[-1] - stages["upstream"])
-    run.degraded += reply.headers.get("x-bionic-memory") == "degraded"
+    run.degraded += headers.get("x-bionic-memory") == "degraded"
 
 
 async def measure(
-    base_url: str, run: Run, turns: int, warmup: int, pids: dict[str, int | None]
+    base_url: str,
+    run: Run,
+    turns: int,
+    warmup: int,
+    pids: dict[str, int | None],
+    library: str = CLIENT,
 ) -> Run:
-    limits = httpx.Limits(
-        max_connections=run.concurrency, max_keepalive_connections=run.concurrency
-    )
     headers = {"authorization": "Bearer sk-bench"}
     if run.target in MODES:
         headers["x-bionic-memory-mode"] = MODES[run.target]
-    async with httpx.AsyncClient(
-        base_url=base_url, headers=headers, limits=limits, timeout=60
-    ) as client:
+    async with http_client(library, base_url, headers, run.concurrency) as post:
         scratch = Run(run.target, run.stream, run.concurrency)
-        await asyncio.gather(*(turn(client, scratch, "warmup", i) for i in range(warmup)))
+        await asyncio.gather(*(turn(post, scratch, "warmup", i) for i in range(warmup)))
         counter = iter(range(turns))
 
         async def worker(w: int) -> None:
             for n in counter:
-                await turn(client, run, f"bench-{w}", n)
+                await turn(post, run, f"bench-{w}", n)
                 if run.think:
                     await asyncio.sleep(run.think)
 
@@ -262,11 +309,15 @@ def report(runs: list[Run]) -> str:
             + " | ".join(f"{r.cpu.get(p, float('nan')):.2f}" for p in PROCESSES)
             + " |"
         )
-    direct = {(r.stream, r.concurrency, r.think): r for r in runs if r.target == "direct"}
+    direct: dict[tuple[bool, int, float], dict[str, Run]] = {}
+    for r in runs:
+        if r.target == "direct":  # by variant: a variant may change the client
+            direct.setdefault((r.stream, r.concurrency, r.think), {})[r.variant] = r
     rows += ["", "Client-side p50 difference gateway − direct, and what memory explains:", ""]
     for r in runs:
         if r.target.startswith("gateway") and (r.stream, r.concurrency, r.think) in direct:
-            d = direct[(r.stream, r.concurrency, r.think)]
+            same = direct[(r.stream, r.concurrency, r.think)]
+            d = same.get(r.variant) or next(iter(same.values()))
             added = pct(r.latencies, 0.5) - pct(d.latencies, 0.5)
             memory = statistics.median(
                 e + c for e, c in zip(r.stages["embed"], r.stages["recall"], strict=True)
@@ -303,8 +354,9 @@ def main() -> None:
         help="run the gateway targets once per variant of the stack, each a change of the "
         "launcher's: 'worker,beat nice=0' (niceness), 'embedder OMP_WAIT_POLICY=unset' "
         "(an environment variable; unset removes it), 'gateway,client cpus=0' (the CPUs "
-        "its threads run on; also for upstream and client), several joined by '; ', or "
-        "'as launched'; default: the stack as launched, once",
+        "its threads run on; also for upstream and client), 'client http=httpx' (this "
+        "bench's HTTP client; the direct target is then measured again with it), several "
+        "joined by '; ', or 'as launched'; default: the stack as launched, once",
     )
     parser.add_argument(
         "--rounds",
@@ -378,14 +430,17 @@ def main() -> None:
                         _restart(stack, original, change, changed)
                         changed = {n for n, fields in change.items() if set(fields) - {"cpus"}}
                         _pin(_pids(stack, upstream.pid), change)
+                    library = change.get("client", {}).get("http", CLIENT)
                     for target in args.targets:
-                        if n and target == "direct":  # once: the stack does not change it
-                            continue
+                        if n and target == "direct" and library == CLIENT:
+                            continue  # once: the stack does not change it
                         run = Run(target, stream, concurrency, think, variant)
                         log.info("%s %s c=%d", target, run.label, concurrency)
                         pids = {name: stack.pid(name) for name in PROCESSES[:4]}
                         pids |= {"upstream": upstream.pid, "client": None}
-                        asyncio.run(measure(urls[target], run, args.turns, args.warmup, pids))
+                        asyncio.run(
+                            measure(urls[target], run, args.turns, args.warmup, pids, library)
+                        )
                         key = (target, stream, concurrency, think, variant)
                         if key in found:
                             found[key].merge(run)
@@ -438,6 +493,7 @@ def variant_change(variant: str) -> Change:
     'embedder OMP_WAIT_POLICY=PASSIVE' → {"embedder": {"env": {"OMP_WAIT_POLICY": ...}}};
     'gateway,client cpus=0' → {"gateway": {"cpus": {0}}, "client": {"cpus": {0}}} (the
     CPUs its threads may run on; 'client' is this bench, 'upstream' the recording upstream);
+    'client http=httpx' → {"client": {"http": "httpx"}} (this bench's HTTP client library);
     several such changes joined by '; ' make one variant; 'as launched' changes nothing."""
     change: Change = {}
     if variant == "as launched":
@@ -453,6 +509,10 @@ def variant_change(variant: str) -> Change:
                 fields["nice"] = int(value)
             elif key == "cpus":
                 fields["cpus"] = {int(cpu) for cpu in value.split(",")}
+            elif key == "http":
+                if name != "client" or value not in ("aiohttp", "httpx"):
+                    raise SystemExit(f"--variant {variant!r}: expected 'client http=httpx'")
+                fields["http"] = value
             else:
                 fields.setdefault("env", {})[key] = value
     return change
