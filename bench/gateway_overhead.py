@@ -17,9 +17,9 @@ reply is queued and the worker stays idle), `gateway-off` is the proxy alone. Th
 logs at the launcher's level (INFO, its access line per request), as deployed.
 
 The turn's time is the client's, so it holds the client's own work on the request and the
-answer too. The bench's client is aiohttp's: against the recording upstream it spends about
-0.3 ms of CPU per turn where httpx's (the openai SDK's client) spends 1.4-1.8 ms, so with
-httpx about 0.8 ms of its own time (p50) would be read as the gateway's. `--variant 'as
+answer too. The bench's client is aiohttp's: straight to the recording upstream it spends
+0.3-0.4 ms of CPU per turn where httpx's (the openai SDK's client) spends 1.2-1.7 ms, and
+with httpx own added read 0.9-2.2 ms more (docs/benchmarks.md, session 11). `--variant 'as
 launched' 'client http=httpx'` measures both in one run.
 
 Turns are sent back to back (the next as soon as the last byte of one came), and at
