@@ -213,7 +213,7 @@ async def measure(
     turns: int,
     warmup: int,
     pids: dict[str, int | None],
-    library: str = CLIENT,
+    library: str,
 ) -> Run:
     headers = {"authorization": "Bearer sk-bench"}
     if run.target in MODES:
