@@ -83,6 +83,7 @@ class Run:
     concurrency: int
     think: float = 0.0  # seconds between one turn's last byte and the next turn
     variant: str = ""  # how the run changed the stack, if it did (see `variants`)
+    client: str = CLIENT  # the bench's HTTP client library
     seconds: float = 0.0
     errors: int = 0
     latencies: list[float] = field(default_factory=list)  # client side, to the last byte
@@ -213,12 +214,11 @@ async def measure(
     turns: int,
     warmup: int,
     pids: dict[str, int | None],
-    library: str,
 ) -> Run:
     headers = {"authorization": "Bearer sk-bench"}
     if run.target in MODES:
         headers["x-bionic-memory-mode"] = MODES[run.target]
-    async with http_client(library, base_url, headers, run.concurrency) as post:
+    async with http_client(run.client, base_url, headers, run.concurrency) as post:
         scratch = Run(run.target, run.stream, run.concurrency)
         await asyncio.gather(*(turn(post, scratch, "warmup", i) for i in range(warmup)))
         counter = iter(range(turns))
@@ -309,15 +309,12 @@ def report(runs: list[Run]) -> str:
             + " | ".join(f"{r.cpu.get(p, float('nan')):.2f}" for p in PROCESSES)
             + " |"
         )
-    direct: dict[tuple[bool, int, float], dict[str, Run]] = {}
-    for r in runs:
-        if r.target == "direct":  # by variant: a variant may change the client
-            direct.setdefault((r.stream, r.concurrency, r.think), {})[r.variant] = r
+    direct = {(r.stream, r.concurrency, r.think, r.client): r for r in runs if r.target == "direct"}
     rows += ["", "Client-side p50 difference gateway − direct, and what memory explains:", ""]
     for r in runs:
-        if r.target.startswith("gateway") and (r.stream, r.concurrency, r.think) in direct:
-            same = direct[(r.stream, r.concurrency, r.think)]
-            d = same.get(r.variant) or next(iter(same.values()))
+        if r.target.startswith("gateway") and (
+            d := direct.get((r.stream, r.concurrency, r.think, r.client))
+        ):
             added = pct(r.latencies, 0.5) - pct(d.latencies, 0.5)
             memory = statistics.median(
                 e + c for e, c in zip(r.stages["embed"], r.stages["recall"], strict=True)
@@ -418,6 +415,8 @@ def main() -> None:
         urls = dict.fromkeys(TARGETS, gateway_url) | {"direct": upstream_url}
         original = dict(stack.specs)
         changes = {v: variant_change(v) for v in args.variant} or {"": {}}
+        # The direct target is measured once per client: the stack's changes do not touch it.
+        clients = [change.get("client", {}).get("http", CLIENT) for change in changes.values()]
         changed: set[str] = set()
         found: dict[tuple[str, bool, int, float, str], Run] = {}
         for concurrency in args.concurrency:
@@ -430,17 +429,14 @@ def main() -> None:
                         _restart(stack, original, change, changed)
                         changed = {n for n, fields in change.items() if set(fields) - {"cpus"}}
                         _pin(_pids(stack, upstream.pid), change)
-                    library = change.get("client", {}).get("http", CLIENT)
                     for target in args.targets:
-                        if n and target == "direct" and library == CLIENT:
-                            continue  # once: the stack does not change it
-                        run = Run(target, stream, concurrency, think, variant)
+                        if target == "direct" and clients[n] in clients[:n]:
+                            continue
+                        run = Run(target, stream, concurrency, think, variant, clients[n])
                         log.info("%s %s c=%d", target, run.label, concurrency)
                         pids = {name: stack.pid(name) for name in PROCESSES[:4]}
                         pids |= {"upstream": upstream.pid, "client": None}
-                        asyncio.run(
-                            measure(urls[target], run, args.turns, args.warmup, pids, library)
-                        )
+                        asyncio.run(measure(urls[target], run, args.turns, args.warmup, pids))
                         key = (target, stream, concurrency, think, variant)
                         if key in found:
                             found[key].merge(run)
